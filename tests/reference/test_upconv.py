@@ -1,0 +1,138 @@
+"""conv_transpose2d and its backward against F.conv_transpose2d and autograd, finite differences and bad input."""
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import assert_matches_finite_differences, assert_matches_torch, float_dtypes, seeded_arrays
+from unet_from_scratch.reference.upconv import conv_transpose2d, conv_transpose2d_backward
+
+
+def ours(stride):
+    def run(x, w, b, dout):
+        dx, dw, db = conv_transpose2d_backward(dout, x, w, stride)
+        return conv_transpose2d(x, w, b, stride), [dx, dw, db]
+
+    return run
+
+
+def theirs(stride):
+    return lambda x, w, b: F.conv_transpose2d(x, w, b, stride=stride)
+
+
+@st.composite
+def upconv_cases(draw, kernel=st.just(2), stride=st.just(2), max_size=24):
+    """(x, w, b, dy, stride): batch 1-3, channels 1-8 in and out, sizes 1..max_size; by default the U-Net's 2x2/2."""
+    dtype = draw(float_dtypes)
+    n, c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    h, w = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
+    kh, kw, s = draw(kernel), draw(kernel), draw(stride)
+    x = draw(seeded_arrays((n, c_in, h, w), dtype))
+    weight = draw(seeded_arrays((c_in, c_out, kh, kw), dtype, bound=1.0))
+    b = draw(seeded_arrays((c_out,), dtype))
+    dy = draw(seeded_arrays((n, c_out, (h - 1) * s + kh, (w - 1) * s + kw), dtype))
+    return x, weight, b, dy, s
+
+
+# An output sums at most C_in * ceil(kh/s) * ceil(kw/s) products, dx entries C_out * kh * kw, dw and db entries
+# N * H * W (<= 1728), in the orders einsum and torch choose: the per-dtype defaults of tests/helpers.TOLERANCES
+# are written for sums of up to ~10^4 terms.
+@settings(deadline=None)
+@given(upconv_cases())
+def test_unet_up_convolution_matches_torch(case):
+    x, w, b, dy, s = case
+    assert_matches_torch(ours(s), theirs(s), [x, w, b], wrt=[0, 1, 2], dout=dy, names=["dx", "dw", "db"])
+
+
+@settings(deadline=None)
+@given(upconv_cases(kernel=st.integers(1, 4), stride=st.integers(1, 3), max_size=12))
+def test_any_kernel_and_stride_matches_torch(case):
+    x, w, b, dy, s = case
+    assert_matches_torch(ours(s), theirs(s), [x, w, b], wrt=[0, 1, 2], dout=dy, names=["dx", "dw", "db"])
+
+
+def test_without_bias_matches_torch(rng):
+    x, w = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(3, 2, 2, 2))
+    dy = rng.normal(size=(2, 2, 8, 10))
+    assert_matches_torch(
+        lambda x, w, dout: (conv_transpose2d(x, w), list(conv_transpose2d_backward(dout, x, w)[:2])),
+        lambda x, w: F.conv_transpose2d(x, w, stride=2),
+        [x, w],
+        wrt=[0, 1],
+        dout=dy,
+        names=["dx", "dw"],
+    )
+
+
+def test_hand_worked_example():
+    # One channel, two pixels: each pixel stamps the 2x2 kernel, scaled by its value, onto its own 2x2 block.
+    x = np.array([[[[1.0, 2.0]]]])
+    w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    y = conv_transpose2d(x, w, np.array([0.5]))
+    np.testing.assert_array_equal(y, [[[[1.5, 2.5, 2.5, 4.5], [3.5, 4.5, 6.5, 8.5]]]])
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride",
+    [((2, 2, 2, 3), (2, 2), 2), ((1, 3, 3, 2), (3, 2), 2), ((1, 2, 2, 2), (3, 3), 1), ((2, 1, 2, 3), (1, 2), 3)],
+)
+def test_backward_matches_finite_differences(shape, kernel, stride, rng):
+    n, c_in, h, w_ = shape
+    x = rng.normal(size=shape)
+    w = rng.normal(size=(c_in, 2, *kernel))
+    b = rng.normal(size=2)
+    dy = rng.normal(size=(n, 2, (h - 1) * stride + kernel[0], (w_ - 1) * stride + kernel[1]))
+    dx, dw, db = conv_transpose2d_backward(dy, x, w, stride)
+    assert_matches_finite_differences(dx, lambda z: conv_transpose2d(z, w, b, stride), x, dy, name="dx")
+    assert_matches_finite_differences(dw, lambda z: conv_transpose2d(x, z, b, stride), w, dy, name="dw")
+    assert_matches_finite_differences(db, lambda z: conv_transpose2d(x, w, z, stride), b, dy, name="db")
+
+
+X = np.zeros((1, 3, 4, 4))
+W = np.zeros((3, 2, 2, 2))
+
+
+@pytest.mark.parametrize(
+    "x, w, stride, message",
+    [
+        (np.zeros((3, 4, 4)), W, 2, r"x must have 4 dimensions \(N, C_in, H, W\), got shape \(3, 4, 4\)"),
+        (X, np.zeros((3, 2, 2)), 2, r"w must have 4 dimensions \(C_in, C_out, kh, kw\), got shape \(3, 2, 2\)"),
+        (X, np.zeros((2, 3, 2, 2)), 2, r"x has 3 channels but w expects C_in = 2"),
+        (X.astype(np.int32), W, 2, "x must be float32 or float64, got int32"),
+        (X, W.astype(np.float32), 2, "dtypes must match, got x=float64, w=float32"),
+        (X, W, 0, "stride must be a positive integer, got 0"),
+        (X, W, 1.5, "stride must be a positive integer, got 1.5"),
+    ],
+)
+def test_bad_input_raises(x, w, stride, message):
+    with pytest.raises(ValueError, match=message):
+        conv_transpose2d(x, w, stride=stride)
+    with pytest.raises(ValueError, match=message):
+        conv_transpose2d_backward(np.zeros((1, 2, 8, 8)), x, w, stride)
+
+
+@pytest.mark.parametrize(
+    "b, message",
+    [
+        (np.zeros(3), r"b must have shape \(2,\) to match w's C_out, got \(3,\)"),
+        (np.zeros((2, 1)), r"b must have 1 dimensions \(C_out,\), got shape \(2, 1\)"),
+        (np.zeros(2, np.float32), "dtypes must match, got x=float64, b=float32"),
+    ],
+)
+def test_bad_bias_raises(b, message):
+    with pytest.raises(ValueError, match=message):
+        conv_transpose2d(X, W, b)
+
+
+@pytest.mark.parametrize(
+    "dy, message",
+    [
+        (np.zeros((1, 2, 8, 7)), r"dy must have the output shape \(1, 2, 8, 8\), got \(1, 2, 8, 7\)"),
+        (np.zeros((1, 2, 8, 8), np.float32), "dtypes must match, got dy=float32, x=float64"),
+    ],
+)
+def test_bad_upstream_gradient_raises(dy, message):
+    with pytest.raises(ValueError, match=message):
+        conv_transpose2d_backward(dy, X, W)

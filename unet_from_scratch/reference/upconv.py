@@ -1,0 +1,99 @@
+"""The transposed convolution: the U-Net's 2x2, stride-2 "up-convolution", forward and backward.
+
+Each input pixel stamps its kernel, scaled by its value, onto the output at stride s (torch's weight layout,
+``w`` of shape (C_in, C_out, kh, kw); no padding):
+
+    y[n, o, s*i + p, s*j + q] += sum_c x[n, c, i, j] * w[c, o, p, q]   (+ b[o] once per output pixel)
+
+    H_out = (H - 1) * s + kh,    W_out = (W - 1) * s + kw
+
+(Dumoulin & Visin, "A guide to convolution arithmetic for deep learning", 2016, Sec. 4; ``torch.nn.ConvTranspose2d``.)
+It is the adjoint (transpose) of a stride-s convolution with the same kernel, hence the name.
+
+The computation is one matmul over the input channels, ``cols[n, o, i, j, p, q] = sum_c x[n, c, i, j] w[c, o, p, q]``,
+followed by a fold that adds each stamp into place. In the U-Net's case, kernel == stride (2x2, stride 2), the
+stamps tile the 2H x 2W output without overlap: every output pixel receives exactly one term,
+``y[n, o, 2i + p, 2j + q] = b[o] + sum_c x[n, c, i, j] w[c, o, p, q]``. A kernel larger than the stride makes
+neighbouring stamps overlap and add; one smaller than the stride leaves gaps that only the bias fills.
+
+NaN or infinity in ``x`` is not rejected: as in any sum, it only propagates to the outputs it touches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from unet_from_scratch.reference._checks import check_float_array, check_same_dtype
+
+
+def _check_inputs(x: np.ndarray, w: np.ndarray, stride: int) -> None:
+    check_float_array(x, "x", ndim=4, layout="(N, C_in, H, W)")
+    check_float_array(w, "w", ndim=4, layout="(C_in, C_out, kh, kw)")
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} channels but w expects C_in = {w.shape[0]} (w is (C_in, C_out, kh, kw))")
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    check_same_dtype(x=x, w=w)
+
+
+def _output_shape(x: np.ndarray, w: np.ndarray, s: int) -> tuple[int, int, int, int]:
+    n, _, h, wd = x.shape
+    _, c_out, kh, kw = w.shape
+    return n, c_out, (h - 1) * s + kh, (wd - 1) * s + kw
+
+
+def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 2) -> np.ndarray:
+    """Transposed convolution of ``x`` (N, C_in, H, W) with ``w`` (C_in, C_out, kh, kw) and bias ``b`` (C_out,).
+
+    Returns (N, C_out, (H-1)*s + kh, (W-1)*s + kw) in the dtype of ``x`` (float32/float64; all inputs alike).
+    With the U-Net's 2x2 kernel and stride 2 that is (N, C_out, 2H, 2W). Matches ``F.conv_transpose2d(x, w, b,
+    stride)``.
+    """
+    _check_inputs(x, w, stride)
+    c_out, kh, kw = w.shape[1:]
+    if b is not None:
+        check_float_array(b, "b", ndim=1, layout="(C_out,)")
+        if b.shape != (c_out,):
+            raise ValueError(f"b must have shape ({c_out},) to match w's C_out, got {b.shape}")
+        check_same_dtype(x=x, b=b)
+    s = stride
+    n, _, h, wd = x.shape
+
+    cols = np.einsum("nchw,copq->nohwpq", x, w, optimize=True)  # (N, C_out, H, W, kh, kw): one matmul over c
+    y = np.zeros(_output_shape(x, w, s), dtype=x.dtype)
+    for p in range(kh):  # the fold: kernel tap (p, q) lands on output rows p, p + s, ..., columns q, q + s, ...
+        for q in range(kw):
+            y[:, :, p : p + s * (h - 1) + 1 : s, q : q + s * (wd - 1) + 1 : s] += cols[..., p, q]
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_backward(
+    dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of ``conv_transpose2d`` -> ``(dx, dw, db)`` shaped like ``x``, ``w`` and (C_out,).
+
+    ``dy`` has the forward output's shape. Reading the forward formula backwards, each input pixel sees the
+    k x k patch of ``dy`` its kernel was stamped on, ``dcols[n, o, i, j, p, q] = dy[n, o, s*i + p, s*j + q]``:
+
+        dx[n, c, i, j] = sum_{o,p,q} dcols[n, o, i, j, p, q] * w[c, o, p, q]   (a stride-s convolution of dy)
+        dw[c, o, p, q] = sum_{n,i,j} x[n, c, i, j] * dcols[n, o, i, j, p, q]
+        db[o]          = sum_{n,y,x} dy[n, o, y, x]
+    """
+    _check_inputs(x, w, stride)
+    check_float_array(dy, "dy", ndim=4, layout="(N, C_out, H_out, W_out)")
+    expected = _output_shape(x, w, stride)
+    if dy.shape != expected:
+        raise ValueError(f"dy must have the output shape {expected}, got {dy.shape}")
+    check_same_dtype(dy=dy, x=x)
+    s = stride
+    kh, kw = w.shape[2:]
+
+    # (N, C_out, H_out - kh + 1, W_out - kw + 1, kh, kw) windows; every s-th one starts at (s*i, s*j).
+    dcols = sliding_window_view(dy, (kh, kw), axis=(2, 3))[:, :, ::s, ::s]  # (N, C_out, H, W, kh, kw)
+    dx = np.einsum("nohwpq,copq->nchw", dcols, w, optimize=True)
+    dw = np.einsum("nchw,nohwpq->copq", x, dcols, optimize=True)
+    db = dy.sum(axis=(0, 2, 3))
+    return dx, dw, db
