@@ -1,0 +1,289 @@
+"""SegmentationDataset, its statistics, the split, oversampling and the loader."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.utils.class_weight import compute_class_weight
+
+from tests.helpers import assert_close
+from unet_from_scratch.data import dataset as dataset_module
+from unet_from_scratch.data.dataset import SegmentationDataset, make_datasets
+from unet_from_scratch.data.folder import FolderDataset
+from unet_from_scratch.data.sampling import make_loader, minority_fractions, oversampling_sampler
+from unet_from_scratch.data.split import train_val_split
+from unet_from_scratch.data.statistics import DataStatistics
+from unet_from_scratch.data.synthetic import SyntheticCells
+from unet_from_scratch.data.transforms import Compose, MirrorPad, RandomCrop, RandomFlip, RandomRotate90
+from unet_from_scratch.reference.weight_map import separation_border, unet_weight_map, unet_weight_map_naive
+
+CELLS = SyntheticCells(6, size=64, seed=11)
+
+
+class ListSource:
+    """A source made of given arrays (class masks), to control exactly what each split holds."""
+
+    mask_kind = "classes"
+
+    def __init__(self, images, masks, class_names=("background", "foreground")):
+        self.images, self.masks, self.class_names = images, masks, class_names
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.masks[i]
+
+
+def dihedral(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """One of the 8 symmetries of the square on the last two axes."""
+    a = np.flip(a, axis=-1) if flip else a
+    return np.rot90(a, k, axes=(-2, -1))
+
+
+def test_item_is_the_normalised_image_the_separated_target_and_the_papers_weight_map():
+    ds = SegmentationDataset(CELLS)
+    for i in range(len(ds)):
+        image, target, weights = ds[i]
+        assert image.dtype == torch.float32 and target.dtype == torch.int64 and weights.dtype == torch.float32
+        raw, instances = CELLS[i]
+        separated = separation_border(instances)
+        np.testing.assert_array_equal(target.numpy(), separated > 0)
+        expected = unet_weight_map(separated, w0=10.0, sigma=5.0, class_weights=tuple(ds.class_weights))
+        assert_close(weights.numpy(), expected, name="weight map")
+        mean, std = ds.statistics.mean[0], ds.statistics.std[0]
+        assert_close(image.numpy(), (raw - mean) / std, name="normalised image")
+
+
+def test_weight_map_equals_the_map_of_the_transformed_mask():
+    ds = SegmentationDataset(CELLS, transform=Compose([RandomFlip(), RandomRotate90()]))
+    seen = set()
+    for seed in range(12):
+        i = seed % len(ds)
+        torch.manual_seed(seed)
+        image, target, weights = ds[i]
+        raw, instances = CELLS[i]
+        # Which of the 8 symmetries was drawn: the one that maps the untransformed target onto this one.
+        matches = [
+            (k, flip)
+            for k in range(4)
+            for flip in (False, True)
+            if np.array_equal(dihedral(separation_border(instances) > 0, k, flip), target.numpy())
+        ]
+        assert len(matches) == 1
+        k, flip = matches[0]
+        seen.add((k, flip))
+        moved = np.ascontiguousarray(dihedral(instances, k, flip))
+        expected = unet_weight_map(separation_border(moved), class_weights=tuple(ds.class_weights))
+        assert_close(weights.numpy(), expected, name=f"weight map after rot90^{k}, flip={flip}")
+        assert_close(image.numpy(), ds.statistics.normalize(dihedral(raw, k, flip).copy()), name="image")
+    assert len(seen) >= 4  # the check covered several different symmetries
+
+
+def test_weight_maps_are_computed_once_per_mask(monkeypatch):
+    calls = []
+    original = dataset_module.weight_map
+
+    def counting(labels, *args, **kwargs):
+        calls.append(labels.shape)
+        return original(labels, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_module, "weight_map", counting)
+    ds = SegmentationDataset(CELLS, transform=RandomFlip())
+    for _ in range(3):
+        ds[0]
+    ds[1]
+    assert len(calls) == 2
+    ds.precompute()
+    assert len(calls) == len(ds)
+
+
+def brightness_source():
+    """Six images whose brightness and foreground grow with the index, so every subset has other statistics."""
+    rng = np.random.default_rng(5)
+    images, masks = [], []
+    for i in range(6):
+        images.append((0.1 * i + rng.uniform(0, 0.2, (1, 16, 16))).astype(np.float32))
+        mask = np.zeros((16, 16), np.int32)
+        mask[: 2 * (i + 1)] = 1
+        masks.append(mask)
+    return ListSource(images, masks)
+
+
+def test_statistics_come_from_the_training_split_only():
+    source = brightness_source()
+    train, val = make_datasets(source, val_fraction=0.5, seed=1)
+    train_indices, val_indices = train_val_split(len(source), 0.5, seed=1)
+    np.testing.assert_array_equal(train.indices, train_indices)
+    np.testing.assert_array_equal(val.indices, val_indices)
+
+    train_images = np.stack([source.images[i] for i in train_indices])
+    train_masks = np.stack([source.masks[i] for i in train_indices])
+    assert_close(np.array(train.statistics.mean), [train_images.mean()], dtype=np.float64, rtol=1e-6, atol=1e-7)
+    assert_close(np.array(train.statistics.std), [train_images.std()], dtype=np.float64, rtol=1e-6, atol=1e-7)
+    expected_weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=train_masks.ravel())
+    assert_close(train.class_weights, expected_weights, dtype=np.float64)
+    # Validation uses the training statistics, which differ from those of all the data.
+    assert val.statistics is train.statistics
+    all_images = np.stack(source.images)
+    assert abs(train.statistics.mean[0] - all_images.mean()) > 0.01
+    everything = SegmentationDataset(source)
+    assert not np.allclose(everything.class_weights, train.class_weights)
+    # The validation weight maps use the training class weights.
+    _, target, weights = val[0]
+    assert_close(weights.numpy(), train.class_weights[target.numpy()], name="val weight map (no cells apart)")
+
+
+def test_median_frequency_class_weights():
+    source = brightness_source()
+    ds = SegmentationDataset(source, indices=[0, 3], class_weight_method="median_frequency")
+    # Image 0: 32 foreground of 256 pixels; image 3: 128 of 256. Both classes appear in both images, so
+    # freq_c = count_c / 512: background 352/512, foreground 160/512; median = (352 + 160) / 2 / 512.
+    freq = np.array([352, 160]) / 512
+    assert_close(ds.class_weights, np.median(freq) / freq, dtype=np.float64)
+
+
+def test_class_mask_weight_map_extends_the_paper_to_more_classes():
+    rng = np.random.default_rng(2)
+    mask = np.zeros((24, 24), np.int32)
+    mask[2:8, 2:8], mask[2:8, 11:17], mask[14:20, 5:20] = 1, 2, 1
+    source = ListSource([rng.uniform(0, 1, (1, 24, 24)).astype(np.float32)], [mask], ("bg", "a", "b"))
+    ds = SegmentationDataset(source)
+    _, target, weights = ds[0]
+    np.testing.assert_array_equal(target.numpy(), mask)
+    # w_c per class (sklearn's balanced weights) plus the border term between connected objects (the textbook map).
+    class_weights = compute_class_weight("balanced", classes=np.arange(3), y=mask.ravel())
+    border = unet_weight_map_naive(mask > 0, class_weights=(0.0, 0.0))
+    assert_close(weights.numpy(), class_weights[mask] + border, name="multi-class weight map")
+
+
+def test_folder_of_binary_masks_gives_the_papers_map(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(8)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[3:12, 3:12], mask[3:12, 15:25], mask[18:28, 6:28] = 255, 255, 255
+    Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
+    ds = SegmentationDataset(FolderDataset(tmp_path))
+    _, target, weights = ds[0]
+    np.testing.assert_array_equal(target.numpy(), mask // 255)
+    # A binary mask's objects are its connected components: the paper's map of the mask as a bool image.
+    expected = unet_weight_map(mask > 0, class_weights=tuple(ds.class_weights))
+    assert_close(weights.numpy(), expected, name="weight map of a binary mask")
+    assert weights.numpy().max() > ds.class_weights.max() + 1  # the gaps between the squares are weighted
+
+
+def test_train_val_split():
+    train, val = train_val_split(10, 0.3, seed=4)
+    assert len(val) == 3 and len(train) == 7
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(10))
+    again = train_val_split(10, 0.3, seed=4)
+    np.testing.assert_array_equal(again[1], val)
+    assert any(not np.array_equal(train_val_split(10, 0.3, seed=s)[1], val) for s in range(5, 10))
+    assert len(train_val_split(3, 0.01)[1]) == 1  # a positive fraction keeps at least one
+    assert len(train_val_split(5, 0.0)[1]) == 0
+    with pytest.raises(ValueError, match="val_fraction"):
+        train_val_split(10, 1.0)
+
+
+def test_minority_fractions_and_the_oversampling_weights():
+    counts = np.array([[90, 10], [100, 0], [50, 50]])
+    # Class 1 has 60 pixels in all, class 0 240: class 1 is the minority. f = (0.1, 0, 0.5), mean 0.2.
+    np.testing.assert_allclose(minority_fractions(counts), [0.1, 0.0, 0.5])
+    sampler = oversampling_sampler(counts, smoothing=1.0, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(sampler.weights.numpy(), [0.3, 0.2, 0.7])
+    sampler.num_samples = 6000
+    frequency = np.bincount(list(sampler), minlength=3) / 6000
+    # p = (0.25, 1/6, 7/12); 6000 draws put each frequency within 0.02 of p (over 3 standard errors).
+    np.testing.assert_allclose(frequency, [0.25, 1 / 6, 7 / 12], atol=0.02)
+    # Equally rich images are drawn uniformly; smoothing 0 never draws an image without the minority class.
+    uniform = oversampling_sampler(np.array([[3, 1], [6, 2], [9, 3]])).weights.numpy()
+    np.testing.assert_allclose(uniform, uniform[0])
+    np.testing.assert_allclose(oversampling_sampler(counts, smoothing=0.0).weights.numpy(), [0.1, 0.0, 0.5])
+    with pytest.raises(ValueError, match="image_class_counts"):
+        minority_fractions(np.array([[0, 0], [1, 1]]))
+
+
+def test_oversampling_favours_images_rich_in_the_minority_class():
+    ds = SegmentationDataset(SyntheticCells(8, size=64, seed=3, preset="sparse", coverage=0.005))
+    counts = ds.statistics.image_class_counts
+    assert counts.shape == (8, 2) and np.all(counts.sum(axis=1) == 64 * 64)
+    for i in range(8):  # per-image counts are those of the target
+        np.testing.assert_array_equal(counts[i], np.bincount(ds[i][1].numpy().ravel(), minlength=2))
+    sampler = oversampling_sampler(counts, generator=torch.Generator().manual_seed(1))
+    fractions = counts[:, 1] / counts.sum(axis=1)
+    assert np.argmax(sampler.weights.numpy()) == np.argmax(fractions)
+    assert np.argmin(sampler.weights.numpy()) == np.argmin(fractions)
+
+
+def test_loader_batches_the_items_in_order_with_and_without_workers():
+    ds = SegmentationDataset(CELLS)
+    loader = make_loader(ds, batch_size=4, shuffle=False)
+    assert not loader.pin_memory or torch.cuda.is_available()
+    images, targets, weights = next(iter(loader))
+    assert images.shape == (4, 1, 64, 64) and targets.shape == (4, 64, 64) and weights.shape == (4, 64, 64)
+    for j in range(4):
+        item = ds[j]
+        torch.testing.assert_close(images[j], item[0])
+        torch.testing.assert_close(targets[j], item[1])
+        torch.testing.assert_close(weights[j], item[2])
+    with_workers = make_loader(ds, batch_size=4, shuffle=False, num_workers=2)
+    for a, b in zip(loader, with_workers):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y)
+
+
+def test_loader_with_a_sampler_and_a_seed_is_reproducible():
+    ds = SegmentationDataset(CELLS)
+    first = [b[1] for b in make_loader(ds, batch_size=2, seed=7)]
+    second = [b[1] for b in make_loader(ds, batch_size=2, seed=7)]
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+    other = [b[1] for b in make_loader(ds, batch_size=2, seed=8)]
+    assert any(not torch.equal(a, b) for a, b in zip(first, other))
+    sampler = oversampling_sampler(ds.statistics.image_class_counts)
+    loader = make_loader(ds, batch_size=3, sampler=sampler)
+    assert loader.sampler is sampler and sum(len(b[0]) for b in loader) == len(ds)
+
+
+def test_augmentation_follows_the_torch_seed():
+    ds = SegmentationDataset(CELLS, transform=Compose([RandomFlip(), RandomRotate90()]))
+    torch.manual_seed(3)
+    first = [ds[0][1] for _ in range(4)]
+    torch.manual_seed(3)
+    second = [ds[0][1] for _ in range(4)]
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.equal(first[0], other) for other in first[1:])  # a fresh draw on every read
+
+
+def test_valid_convolution_inputs_are_mirror_padded():
+    crop = Compose([RandomFlip(), RandomCrop(24, margin=8)])
+    train, val = make_datasets(CELLS, val_fraction=0.34, transform=crop, val_transform=MirrorPad(80))
+    image, target, weights = train[0]
+    assert image.shape == (1, 40, 40) and target.shape == (24, 24) and weights.shape == (24, 24)
+    image, target, weights = val[0]
+    assert image.shape == (1, 80, 80) and target.shape == (64, 64) and weights.shape == (64, 64)
+
+
+def test_statistics_state_dict_round_trip():
+    stats = SegmentationDataset(CELLS).statistics
+    state = stats.state_dict()
+    assert state["class_names"] == ["background", "cell"]
+    restored = DataStatistics.from_state_dict(state)
+    assert restored == stats
+    image = CELLS[0][0]
+    np.testing.assert_array_equal(restored.normalize(image), stats.normalize(image))
+    with pytest.raises(ValueError, match="C=1"):
+        stats.normalize(np.zeros((3, 4, 4), np.float32))
+
+
+def test_bad_sources_and_statistics_raise():
+    with pytest.raises(ValueError, match="mask_kind"):
+        SegmentationDataset([(np.zeros((1, 4, 4), np.float32), np.zeros((4, 4), np.int32))])
+    other = DataStatistics(("background", "tumour"), (0.0,), (1.0,), (1.0, 1.0))
+    with pytest.raises(ValueError, match="classes"):
+        SegmentationDataset(CELLS, statistics=other)
+    with pytest.raises(ValueError, match="indices"):
+        SegmentationDataset(CELLS, indices=[0, 6])
