@@ -8,7 +8,9 @@ One item, step by step (docs/architecture.md, "the data path of a training step"
 3. The transform moves image, labels and weight map together (``transforms.py``), drawing from a NumPy generator
    seeded from torch's: ``torch.manual_seed`` makes a run reproducible, DataLoader workers get their own streams,
    and every epoch sees new augmentations.
-4. The image is normalised with the training split's statistics; the labels become target classes.
+4. The labels become target classes. The image is left as the source gives it: normalisation belongs to the
+   model (``model.set_normalization(statistics.mean, statistics.std)``), so the training split's numbers are
+   saved with the weights and applied to every later input, at inference too.
 
 A source is any object with ``len``, ``source[i] -> (image, mask)``, ``mask_kind`` ("instances" or "classes") and
 ``class_names`` (index k names class k).
@@ -36,7 +38,7 @@ from unet_from_scratch.data.transforms import Sample, Transform
 class SegmentationDataset(Dataset):
     """Items ``indices`` of ``source`` (all by default) -> (image, target, weights) tensors.
 
-    ``dataset[i]`` -> (image float32 (C, H_in, W_in) normalised, target int64 (H, W) class indices, weights float32
+    ``dataset[i]`` -> (image float32 (C, H_in, W_in) as the source gives it, target int64 (H, W) class indices, weights float32
     (H, W)); H_in = H unless the transform pads or crops the image wider for a valid-convolution network.
     ``statistics`` are the training split's; None computes them from these very items (this is the training split),
     with ``class_weight_method``. ``w0``, ``sigma``: the weight map's border term; ``separate_touching``: carve the
@@ -108,10 +110,9 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             rng = np.random.default_rng(int(torch.randint(2**62, ())))
             sample = self.transform(sample, rng)
-        image = self.statistics.normalize(sample.image)
         target = target_classes(sample.labels, self.source.mask_kind)
         return (
-            torch.from_numpy(np.ascontiguousarray(image)),
+            torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(target)),
             torch.from_numpy(np.array(sample.weights, dtype=np.float32)),  # a copy: never hand out the cache itself
         )
