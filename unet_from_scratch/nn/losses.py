@@ -1,0 +1,212 @@
+"""The segmentation loss as a torch module: Dice + focal + weighted cross-entropy, Triton on CUDA, torch elsewhere.
+
+``combined_loss_torch`` states the loss in plain torch ops (autograd does the backward): the fallback wherever
+the Triton kernel cannot run, and the eager baseline the kernel is benchmarked against. ``CombinedLoss`` wraps
+either path in an ``nn.Module``, so the same training code runs on a laptop and on a GPU.
+
+The semantics are those of ``reference.losses.combined_loss``, with p = softmax(logits) over the classes,
+t(x) the target class at pixel x and P = N·H·W pixels:
+
+    loss  = c0 · Dice + c1 · Focal + c2 · CE
+    CE    = -Σ_x w(x) log p_t(x) / Σ_x w(x),  w(x) = pixel_weights[x] · class_weights[t(x)]  (0 when Σw = 0)
+            — the U-Net paper's weighted energy (Ronneberger et al. 2015), normalised by the weight sum
+    Focal = mean_x[ -alpha (1 - p_t)^gamma log p_t ]  — Lin et al. 2017, softmax form, one alpha for every class
+    Dice  = 1 - mean_{n, c} (2 Σ_hw p g + smooth) / (Σ_hw p + Σ_hw g + smooth)  — Milletari et al. 2016, soft Dice
+            over images n and classes c >= 1 (every class if include_background, the one class if C == 1)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unet_from_scratch.kernels import HAS_TRITON
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+BACKENDS = ("auto", "triton", "torch")
+
+
+def check_loss_inputs(
+    logits,
+    target,
+    pixel_weights=None,
+    class_weights=None,
+    alpha=0.25,
+    gamma=2.0,
+    smooth=1.0,
+    coefficients=(0.4, 0.4, 0.2),
+    validate=True,
+) -> None:
+    """Raise ValueError (one line) unless the arguments are a valid ``combined_loss_torch`` call.
+
+    ``validate=False`` skips the value checks (finite logits and weights, labels in [0, C)), which read every
+    input once more and synchronise with the device; shapes, dtypes and parameters are always checked.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a 4-D tensor (N, C, H, W), got {shape}")
+    if logits.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"logits must be a float tensor, got {logits.dtype}")
+    n, c, h, w = logits.shape
+    if logits.numel() == 0:
+        raise ValueError(f"logits must be non-empty, got shape {tuple(logits.shape)}")
+    if not isinstance(target, torch.Tensor) or target.dtype not in INT_DTYPES:
+        got = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"target must be an integer tensor, got {got}")
+    if tuple(target.shape) != (n, h, w):
+        raise ValueError(f"target must have shape (N, H, W) = {(n, h, w)}, got {tuple(target.shape)}")
+    if pixel_weights is not None:
+        if not isinstance(pixel_weights, torch.Tensor) or not pixel_weights.is_floating_point():
+            raise ValueError("pixel_weights must be a float tensor of shape (N, H, W)")
+        if tuple(pixel_weights.shape) != (n, h, w):
+            raise ValueError(f"pixel_weights must have shape (N, H, W) = {(n, h, w)}, got {tuple(pixel_weights.shape)}")
+    if class_weights is not None:
+        if not isinstance(class_weights, torch.Tensor) or not class_weights.is_floating_point():
+            raise ValueError("class_weights must be a float tensor of shape (C,)")
+        if tuple(class_weights.shape) != (c,):
+            raise ValueError(f"class_weights must have shape (C,) = ({c},), got {tuple(class_weights.shape)}")
+    devices = {x.device for x in (logits, target, pixel_weights, class_weights) if x is not None}
+    if len(devices) > 1:
+        raise ValueError(f"logits, target and weights must be on one device, got {sorted(map(str, devices))}")
+    if len(coefficients) != 3 or not all(math.isfinite(k) for k in coefficients):
+        raise ValueError(f"coefficients must be three finite numbers (dice, focal, CE), got {coefficients!r}")
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    if not (math.isfinite(smooth) and smooth >= 0):
+        raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
+    if not validate:
+        return
+    checks = [
+        ("logits must be finite, got NaN or infinite value(s)", ~torch.isfinite(logits).all()),
+        (f"target labels must be in [0, {c}), got values outside", ((target < 0) | (target >= c)).any()),
+    ]
+    for name, weights in (("pixel_weights", pixel_weights), ("class_weights", class_weights)):
+        if weights is not None:
+            checks.append((f"{name} must be finite and >= 0", ~(torch.isfinite(weights) & (weights >= 0)).all()))
+    failed = torch.stack([bad for _, bad in checks]).tolist()  # one host synchronisation for all of them
+    for (message, _), bad in zip(checks, failed):
+        if bad:
+            raise ValueError(message)
+
+
+def combined_loss_torch(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    pixel_weights: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    smooth: float = 1.0,
+    include_background: bool = False,
+    coefficients: tuple[float, float, float] = (0.4, 0.4, 0.2),
+    *,
+    validate: bool = True,
+) -> torch.Tensor:
+    """c0·Dice + c1·focal + c2·weighted cross-entropy of ``logits`` in plain torch ops (formulas: module docstring).
+
+    logits: (N, C, H, W) float, any layout. target: (N, H, W) integer labels in [0, C). pixel_weights: (N, H, W)
+    float >= 0 or None. class_weights: (C,) float >= 0 or None. coefficients: (dice, focal, cross-entropy).
+    Returns a scalar computed in float64 for float64 logits and in float32 otherwise (float16/bfloat16 logits are
+    upcast, as the fused kernel accumulates in float32). Differentiable in ``logits``; the weights are constants.
+    Raises ValueError for bad input (``check_loss_inputs``; ``validate=False`` skips the value checks).
+    """
+    check_loss_inputs(logits, target, pixel_weights, class_weights, alpha, gamma, smooth, coefficients, validate)
+    c_dice, c_focal, c_ce = coefficients
+    n_classes = logits.shape[1]
+    compute = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    log_p = F.log_softmax(logits.to(compute), dim=1)  # (N, C, H, W)
+    p = log_p.exp()
+    labels = target.long()
+    log_p_t = log_p.gather(1, labels.unsqueeze(1)).squeeze(1)  # (N, H, W)
+    p_t = log_p_t.exp()
+
+    weight = torch.ones_like(log_p_t) if pixel_weights is None else pixel_weights.to(compute)
+    if class_weights is not None:
+        weight = weight * class_weights.to(compute)[labels]
+    weight_sum = weight.sum()
+    # Σw = 0 (everything weighted out) gives 0 rather than torch's 0/0: the numerator is 0 too.
+    cross_entropy = -(weight * log_p_t).sum() / torch.where(weight_sum > 0, weight_sum, torch.ones_like(weight_sum))
+
+    # (1 - p_t)^gamma through a guard at p_t = 1: there u^gamma has an infinite slope for gamma < 1 and autograd
+    # would give inf · log p_t = inf · 0 = NaN, where the true gradient is 0 (the term is 0 to first order).
+    one_minus = 1.0 - p_t
+    at_zero = torch.ones_like(one_minus) if gamma == 0 else torch.zeros_like(one_minus)
+    modulator = torch.where(one_minus > 0, torch.where(one_minus > 0, one_minus, 1.0) ** gamma, at_zero)
+    focal = (-alpha * modulator * log_p_t).mean()
+
+    one_hot = (labels.unsqueeze(1) == torch.arange(n_classes, device=labels.device).view(1, -1, 1, 1)).to(compute)
+    intersection = (p * one_hot).sum(dim=(2, 3))  # (N, C)
+    cardinality = p.sum(dim=(2, 3)) + one_hot.sum(dim=(2, 3))  # (N, C)
+    dice = (2.0 * intersection + smooth) / (cardinality + smooth)
+    first = 0 if include_background or n_classes == 1 else 1
+    dice_loss = 1.0 - dice[:, first:].mean()
+
+    return c_dice * dice_loss + c_focal * focal + c_ce * cross_entropy
+
+
+class CombinedLoss(nn.Module):
+    """c0·Dice + c1·focal + c2·weighted cross-entropy as a module (semantics: module docstring).
+
+    backend: "auto" runs the fused Triton kernel on CUDA tensors when Triton is installed and ``combined_loss_torch``
+    otherwise (never Triton's slow CPU interpreter); "triton" always the kernel (CUDA, or CPU under
+    TRITON_INTERPRET=1); "torch" always the torch ops. ``class_weights`` (C,) is a buffer, so it follows
+    ``.to(device)`` and is saved in the ``state_dict``. forward(logits (N, C, H, W), target (N, H, W),
+    pixel_weights (N, H, W) or None) -> scalar loss.
+    """
+
+    def __init__(
+        self,
+        class_weights: torch.Tensor | None = None,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+        smooth: float = 1.0,
+        include_background: bool = False,
+        coefficients: tuple[float, float, float] = (0.4, 0.4, 0.2),
+        backend: str = "auto",
+        validate: bool = True,
+    ):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "triton" and not HAS_TRITON:
+            raise ValueError("backend='triton' needs the triton package, which is not installed")
+        if class_weights is not None:
+            class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", class_weights)
+        self.alpha = alpha
+        self.gamma = gamma
+        self.smooth = smooth
+        self.include_background = include_background
+        self.coefficients = tuple(coefficients)
+        self.backend = backend
+        self.validate = validate
+
+    def uses_triton(self, logits: torch.Tensor) -> bool:
+        """Whether ``forward`` on ``logits`` runs the fused kernel."""
+        if self.backend == "auto":
+            return HAS_TRITON and logits.is_cuda
+        return self.backend == "triton"
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, pixel_weights: torch.Tensor | None = None):
+        if self.uses_triton(logits):
+            # Imported here: triton is Linux-only, and the package must import and train without it.
+            from unet_from_scratch.kernels.fused_loss import combined_loss
+        else:
+            combined_loss = combined_loss_torch
+        return combined_loss(
+            logits, target, pixel_weights, self.class_weights,
+            alpha=self.alpha, gamma=self.gamma, smooth=self.smooth, include_background=self.include_background,
+            coefficients=self.coefficients, validate=self.validate,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, gamma={self.gamma}, smooth={self.smooth}, "
+            f"include_background={self.include_background}, coefficients={self.coefficients}, backend={self.backend!r}"
+        )
