@@ -40,17 +40,16 @@ BLOCK_C (``tl.arange`` needs one) and the padding masked out; any H·W works, th
 
 from __future__ import annotations
 
-import math
 
 import torch
 import triton
 import triton.language as tl
 
 from unet_from_scratch.kernels import interpreting, triton_runs_on
+from unet_from_scratch.kernels.loss_checks import check_loss_inputs
 
 MAX_CLASSES = 16
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 # On a GPU ``@triton.autotune`` picks the tile per (N, C, H·W); without one it cannot time configurations (and the
 # interpreter runs programs one after another), so a fixed small tile keeps interpreter grids at a few programs
@@ -449,59 +448,13 @@ class CombinedLossFunction(torch.autograd.Function):
 
 
 def _check_inputs(logits, target, pixel_weights, class_weights, alpha, gamma, smooth, coefficients, validate):
-    """Every ValueError ``combined_loss`` can raise, one line each."""
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be a 4-D tensor (N, C, H, W), got {shape}")
-    if logits.dtype not in DTYPES:
-        raise ValueError(f"logits must be float32, float16 or bfloat16, got {logits.dtype}")
-    n, c, h, w = logits.shape
-    if logits.numel() == 0:
-        raise ValueError(f"logits must be non-empty, got shape {tuple(logits.shape)}")
-    if c > MAX_CLASSES:
-        raise ValueError(f"the fused loss handles 1 to {MAX_CLASSES} classes, got C={c}")
-    if not isinstance(target, torch.Tensor) or target.dtype not in INT_DTYPES:
-        got = target.dtype if isinstance(target, torch.Tensor) else type(target).__name__
-        raise ValueError(f"target must be an integer tensor, got {got}")
-    if tuple(target.shape) != (n, h, w):
-        raise ValueError(f"target must have shape (N, H, W) = {(n, h, w)}, got {tuple(target.shape)}")
-    if pixel_weights is not None:
-        if not isinstance(pixel_weights, torch.Tensor) or not pixel_weights.is_floating_point():
-            raise ValueError("pixel_weights must be a float tensor of shape (N, H, W)")
-        if tuple(pixel_weights.shape) != (n, h, w):
-            raise ValueError(f"pixel_weights must have shape (N, H, W) = {(n, h, w)}, got {tuple(pixel_weights.shape)}")
-    if class_weights is not None:
-        if not isinstance(class_weights, torch.Tensor) or not class_weights.is_floating_point():
-            raise ValueError("class_weights must be a float tensor of shape (C,)")
-        if tuple(class_weights.shape) != (c,):
-            raise ValueError(f"class_weights must have shape (C,) = ({c},), got {tuple(class_weights.shape)}")
-    devices = {x.device for x in (logits, target, pixel_weights, class_weights) if x is not None}
-    if len(devices) > 1:
-        raise ValueError(f"logits, target and weights must be on one device, got {sorted(map(str, devices))}")
+    """Every ValueError ``combined_loss`` can raise, one line each: the shared checks, then the kernel's own."""
+    check_loss_inputs(
+        logits, target, pixel_weights, class_weights, alpha, gamma, smooth, coefficients, validate,
+        dtypes=DTYPES, max_classes=MAX_CLASSES,
+    )
     if not triton_runs_on(logits):
         raise ValueError(f"the fused loss needs CUDA tensors (or CPU with TRITON_INTERPRET=1), got {logits.device}")
-    if len(coefficients) != 3 or not all(math.isfinite(k) for k in coefficients):
-        raise ValueError(f"coefficients must be three finite numbers (dice, focal, CE), got {coefficients!r}")
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-    if not (math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-    if not (math.isfinite(smooth) and smooth >= 0):
-        raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
-    if not validate:
-        return
-    # One host synchronisation for all value checks.
-    checks = [
-        ("logits must be finite, got NaN or infinite value(s)", ~torch.isfinite(logits).all()),
-        (f"target labels must be in [0, {c}), got values outside", ((target < 0) | (target >= c)).any()),
-    ]
-    for name, weights in (("pixel_weights", pixel_weights), ("class_weights", class_weights)):
-        if weights is not None:
-            checks.append((f"{name} must be finite and >= 0", ~(torch.isfinite(weights) & (weights >= 0)).all()))
-    failed = torch.stack([bad for _, bad in checks]).tolist()
-    for (message, _), bad in zip(checks, failed):
-        if bad:
-            raise ValueError(message)
 
 
 # %%
