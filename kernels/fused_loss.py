@@ -40,7 +40,6 @@ BLOCK_C (``tl.arange`` needs one) and the padding masked out; any H·W works, th
 
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl
