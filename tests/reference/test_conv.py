@@ -1,0 +1,339 @@
+"""conv2d, relu and conv2d_relu, forward and backward, against F.conv2d / F.relu and autograd, finite differences,
+each other (the methods of the correlation core) and bad input."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import unet_from_scratch.reference.conv as conv
+from tests.helpers import (
+    assert_close,
+    assert_matches_finite_differences,
+    assert_matches_torch,
+    float_arrays,
+    float_dtypes,
+    seeded_arrays,
+    torch_forward_backward,
+)
+from unet_from_scratch.reference.conv import (
+    METHODS,
+    conv2d,
+    conv2d_backward,
+    conv2d_relu,
+    conv2d_relu_backward,
+    correlate,
+    correlate_weight_gradient,
+    relu,
+    relu_backward,
+)
+
+PADDINGS = ["valid", "same", 0, 1, 2]
+
+# torch notes that "same" with an even kernel pads a copy of the input: true, and what we compare against.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
+
+
+# The torch statements of the functions under test; benchmarks/test_conv.py times these same baselines.
+def torch_conv2d(x, w, b, padding="valid"):
+    return F.conv2d(x, w, b, padding=padding)
+
+
+def torch_conv2d_relu(x, w, b, padding="valid"):
+    return F.relu(F.conv2d(x, w, b, padding=padding))
+
+
+def total_padding(padding, k):
+    """Rows (or columns) that ``padding`` adds in all, for a kernel of size k."""
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        return k - 1
+    return 2 * padding
+
+
+def seeded_grid(shape, dtype, step):
+    """A strategy for arrays of multiples of ``step`` in [-3 step, 3 step]: with a power-of-two step every
+    product and sum of the small convolutions below is exact in float32, so our pre-activations equal torch's
+    bit for bit and both take the same side of every ReLU kink (zeros included, which happen often)."""
+    return st.integers(0, 2**32 - 1).map(
+        lambda seed: (np.random.default_rng(seed).integers(-3, 4, size=shape) * step).astype(dtype)
+    )
+
+
+@st.composite
+def conv_cases(draw, grid=False, max_size=24):
+    """(x, w, b, dy, padding): batch 1-3, channels 1-8, sizes 1-max_size, kernels 1-5 (kh, kw apart), every
+    padding mode, both dtypes; sizes never below the kernel under 'valid'-like padding."""
+    dtype = draw(float_dtypes)
+    n, c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    padding = draw(st.sampled_from(PADDINGS))
+    h = draw(st.integers(max(1, kh - total_padding(padding, kh)), max_size))
+    w = draw(st.integers(max(1, kw - total_padding(padding, kw)), max_size))
+    h_out, w_out = h + total_padding(padding, kh) - kh + 1, w + total_padding(padding, kw) - kw + 1
+    if grid:
+        x = draw(seeded_grid((n, c_in, h, w), dtype, 0.5))
+        weight = draw(seeded_grid((c_out, c_in, kh, kw), dtype, 0.125))
+        b = draw(seeded_grid((c_out,), dtype, 0.125))
+    else:
+        x = draw(seeded_arrays((n, c_in, h, w), dtype))
+        weight = draw(seeded_arrays((c_out, c_in, kh, kw), dtype, bound=1.0))
+        b = draw(seeded_arrays((c_out,), dtype))
+    dy = draw(seeded_arrays((n, c_out, h_out, w_out), dtype))
+    return x, weight, b, dy, padding
+
+
+def ours_conv2d(padding):
+    def run(x, w, b, dout):
+        return conv2d(x, w, b, padding), list(conv2d_backward(dout, x, w, padding))
+
+    return run
+
+
+def ours_conv2d_relu(padding):
+    def run(x, w, b, dout):
+        y = conv2d_relu(x, w, b, padding)
+        return y, list(conv2d_relu_backward(dout, x, w, y, padding))
+
+    return run
+
+
+# An output sums C_in * kh * kw <= 200 products, a dx entry C_out * kh * kw <= 200, a dw or db entry
+# N * H_out * W_out <= 3 * 28 * 28: within the ~10^4 terms the per-dtype defaults of tests/helpers.TOLERANCES
+# are written for.
+@settings(deadline=None)
+@given(conv_cases())
+def test_conv2d_matches_torch(case):
+    x, w, b, dy, padding = case
+    assert_matches_torch(
+        ours_conv2d(padding),
+        lambda x, w, b: torch_conv2d(x, w, b, padding),
+        [x, w, b],
+        wrt=[0, 1, 2],
+        dout=dy,
+        names=["dx", "dw", "db"],
+    )
+
+
+@settings(deadline=None)
+@given(conv_cases(grid=True))
+def test_conv2d_relu_matches_torch(case):
+    x, w, b, dy, padding = case
+    assert_matches_torch(
+        ours_conv2d_relu(padding),
+        lambda x, w, b: torch_conv2d_relu(x, w, b, padding),
+        [x, w, b],
+        wrt=[0, 1, 2],
+        dout=dy,
+        names=["dx", "dw", "db"],
+    )
+
+
+@settings(deadline=None)
+@given(st.data())
+def test_relu_matches_torch(data):
+    # Elementwise, no sums: exact agreement is expected, so the forward/grad tolerances are only a formality.
+    # Hypothesis draws exact zeros (and -0.0) often, so the kink convention is compared too.
+    dtype = data.draw(float_dtypes)
+    shape = data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple))
+    x = data.draw(float_arrays(shape, dtype))
+    dy = data.draw(float_arrays(shape, dtype))
+    assert_matches_torch(lambda x, dout: (relu(x), [relu_backward(dout, x)]), F.relu, [x], wrt=[0], dout=dy)
+
+
+def test_relu_gradient_is_zero_at_the_kink():
+    # Torch's convention (threshold_backward keeps dy only where x > 0); the derivative is undefined at 0.
+    x, dy = np.array([-1.0, 0.0, -0.0, 1.0]), np.full(4, 5.0)
+    _, (torch_dx,) = torch_forward_backward(F.relu, [x], dout=dy, wrt=[0])
+    np.testing.assert_array_equal(torch_dx, [0.0, 0.0, 0.0, 5.0])
+    np.testing.assert_array_equal(relu_backward(dy, x), torch_dx)
+
+
+@st.composite
+def correlation_cases(draw):
+    """(x, w, b, dy) for the valid correlation core: x already padded, sizes 1-24, kernels 1-5."""
+    dtype = draw(float_dtypes)
+    n, c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    h, w = draw(st.integers(kh, 24)), draw(st.integers(kw, 24))
+    x = draw(seeded_arrays((n, c_in, h, w), dtype))
+    weight = draw(seeded_arrays((c_out, c_in, kh, kw), dtype, bound=1.0))
+    b = draw(seeded_arrays((c_out,), dtype))
+    dy = draw(seeded_arrays((n, c_out, h - kh + 1, w - kw + 1), dtype))
+    return x, weight, b, dy
+
+
+def torch_weight_gradient(x, w, dy):
+    """F.conv2d's weight gradient: the oracle for the weight gradient of the correlation core."""
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w).requires_grad_()
+    F.conv2d(tx, tw).backward(torch.from_numpy(dy))
+    return tw.grad.numpy()
+
+
+# small_chunks shrinks the row chunks to one row, so chunk boundaries (and the last, shortened chunk of the
+# flat methods) are crossed even at these sizes.
+@settings(deadline=None)
+@given(correlation_cases(), st.sampled_from(METHODS), st.booleans(), st.booleans(), st.booleans())
+def test_every_correlation_method_matches_torch_and_the_plain_definition(case, method, bias, relu, small_chunks):
+    x, w, b, _ = case
+    b = b if bias else None
+    with pytest.MonkeyPatch.context() as mp:
+        if small_chunks:
+            mp.setattr(conv, "CHUNK_BYTES", 1)
+        y = correlate(x, w, b, relu=relu, method=method)
+    assert y.dtype == x.dtype
+    expected = F.conv2d(*(None if a is None else torch.from_numpy(a) for a in (x, w, b)))
+    expected = (F.relu(expected) if relu else expected).numpy()
+    assert_close(y, expected, name=f"correlate[{method}]")
+    assert_close(y, correlate(x, w, b, relu=relu, method="windows"), name=f"correlate[{method}] vs windows")
+
+
+@settings(deadline=None)
+@given(correlation_cases(), st.sampled_from(["windows", "shifted"]), st.booleans())
+def test_every_weight_gradient_method_matches_torch_and_the_plain_definition(case, method, small_chunks):
+    x, w, _, dy = case
+    with pytest.MonkeyPatch.context() as mp:
+        if small_chunks:
+            mp.setattr(conv, "CHUNK_BYTES", 1)
+        dw = correlate_weight_gradient(x, dy, method=method)
+    assert dw.dtype == x.dtype
+    assert_close(dw, torch_weight_gradient(x, w, dy), kind="grad", name=f"correlate_weight_gradient[{method}]")
+    assert_close(dw, correlate_weight_gradient(x, dy, method="windows"), kind="grad", name=f"dw[{method}] vs windows")
+
+
+@pytest.mark.parametrize("c_in, c_out", [(1, 64), (48, 4)])
+def test_auto_method_on_both_sides_of_the_rule_matches_torch(c_in, c_out, rng):
+    # The property tests' channels (<= 8) fall on im2col's side of choose_method (C_in < 32); 48 crosses it,
+    # and the backward's dx correlation (C_out channels in) crosses it the other way.
+    x = rng.uniform(-1, 1, size=(2, c_in, 9, 7)).astype(np.float32)
+    w = rng.uniform(-0.1, 0.1, size=(c_out, c_in, 3, 3)).astype(np.float32)
+    b = rng.uniform(-1, 1, size=c_out).astype(np.float32)
+    dy = rng.uniform(-1, 1, size=(2, c_out, 9, 7)).astype(np.float32)
+    assert_matches_torch(
+        ours_conv2d("same"),
+        lambda x, w, b: torch_conv2d(x, w, b, "same"),
+        [x, w, b],
+        wrt=[0, 1, 2],
+        dout=dy,
+        names=["dx", "dw", "db"],
+    )
+
+
+def test_hand_worked_example():
+    # 1 channel, 3x3 input, 2x2 kernel, valid: each output is the dot product of the kernel with one window.
+    x = np.arange(9.0).reshape(1, 1, 3, 3)  # [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    w = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])  # x[h, v] - x[h + 1, v + 1]
+    np.testing.assert_array_equal(conv2d(x, w, np.array([10.0])), [[[[6.0, 6.0], [6.0, 6.0]]]])
+    # Even kernel, "same": the extra row and column of padding go at the bottom and right (as in torch).
+    np.testing.assert_array_equal(conv2d(x, w, padding="same"), [[[[-4.0, -4.0, 2.0], [-4.0, -4.0, 5.0], [6, 7, 8]]]])
+
+
+PADDING_AND_KERNELS = [("valid", (3, 3)), ("same", (2, 3)), ("same", (3, 3)), (1, (2, 2)), (2, (1, 3)), (0, (3, 1))]
+
+
+@pytest.mark.parametrize("padding, kernel", PADDING_AND_KERNELS)
+def test_conv2d_backward_matches_finite_differences(padding, kernel, rng):
+    x = rng.normal(size=(2, 2, 4, 5))
+    w = rng.normal(size=(3, 2, *kernel))
+    b = rng.normal(size=3)
+    dy = rng.normal(size=conv2d(x, w, b, padding).shape)
+    dx, dw, db = conv2d_backward(dy, x, w, padding)
+    assert_matches_finite_differences(dx, lambda z: conv2d(z, w, b, padding), x, dy, name="dx")
+    assert_matches_finite_differences(dw, lambda z: conv2d(x, z, b, padding), w, dy, name="dw")
+    assert_matches_finite_differences(db, lambda z: conv2d(x, w, z, padding), b, dy, name="db")
+
+
+@pytest.mark.parametrize("padding, kernel", PADDING_AND_KERNELS)
+def test_conv2d_relu_backward_matches_finite_differences(padding, kernel, rng):
+    x = rng.normal(size=(2, 2, 4, 5))
+    w = rng.normal(size=(3, 2, *kernel))
+    b = rng.normal(size=3)
+    # Central differences with eps = 1e-6 move a pre-activation by < 1e-4 here; any closer to the kink and
+    # the difference would straddle it. The seed keeps every pre-activation farther away (checked, not assumed).
+    assert np.min(np.abs(conv2d(x, w, b, padding))) > 1e-3
+    y = conv2d_relu(x, w, b, padding)
+    assert 0 < np.count_nonzero(y) < y.size  # both sides of the ReLU are exercised
+    dy = rng.normal(size=y.shape)
+    dx, dw, db = conv2d_relu_backward(dy, x, w, y, padding)
+    assert_matches_finite_differences(dx, lambda z: conv2d_relu(z, w, b, padding), x, dy, name="dx")
+    assert_matches_finite_differences(dw, lambda z: conv2d_relu(x, z, b, padding), w, dy, name="dw")
+    assert_matches_finite_differences(db, lambda z: conv2d_relu(x, w, z, padding), b, dy, name="db")
+
+
+def test_relu_backward_matches_finite_differences(rng):
+    # Values at least 0.1 from the kink, so the centred difference (eps = 1e-6) never straddles it.
+    x = rng.uniform(0.1, 2.0, size=(3, 4)) * rng.choice([-1.0, 1.0], size=(3, 4))
+    dy = rng.normal(size=(3, 4))
+    assert_matches_finite_differences(relu_backward(dy, x), relu, x, dy, name="relu")
+
+
+X = np.zeros((1, 3, 5, 5))
+W = np.zeros((2, 3, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "x, w, b, padding, message",
+    [
+        (np.zeros((3, 5, 5)), W, None, "valid", r"x must have 4 dimensions \(N, C_in, H, W\), got shape \(3, 5, 5\)"),
+        (X, np.zeros((2, 3, 3)), None, "valid", r"w must have 4 dimensions \(C_out, C_in, kh, kw\), got shape"),
+        (X, np.zeros((2, 4, 3, 3)), None, "valid", r"x has 3 channels but w expects C_in = 4"),
+        (X.astype(np.int64), W, None, "valid", "x must be float32 or float64, got int64"),
+        ([[[[1.0]]]], W, None, "valid", "x must be a numpy array, got list"),
+        (X, W.astype(np.float32), None, "valid", "dtypes must match, got x=float64, w=float32"),
+        (X, np.zeros((2, 3, 6, 3)), None, "valid", r"kernel 6x3 is larger than the input 5x5 padded to 5x5"),
+        (X, np.zeros((2, 3, 8, 8)), None, 1, r"kernel 8x8 is larger than the input 5x5 padded to 7x7 \(padding=1\)"),
+        (X, np.zeros((2, 3, 0, 3)), None, "valid", "w must have a kernel of at least 1x1, got 0x3"),
+        (X, W, None, "full", "padding must be 'valid', 'same' or a non-negative int, got 'full'"),
+        (X, W, None, -1, "padding must be 'valid', 'same' or a non-negative int, got -1"),
+        (X, W, None, 1.5, "padding must be 'valid', 'same' or a non-negative int, got 1.5"),
+        (X, W, None, True, "padding must be 'valid', 'same' or a non-negative int, got True"),
+        (X, np.full((2, 3, 3, 3), np.nan), None, "valid", r"w must be finite, got 54 NaN or infinite value\(s\)"),
+        (X, W, np.zeros(3), "valid", r"b must have shape \(2,\) to match w's C_out, got \(3,\)"),
+        (X, W, np.zeros((2, 1)), "valid", r"b must have 1 dimensions \(C_out,\), got shape \(2, 1\)"),
+        (X, W, np.zeros(2, np.float32), "valid", "dtypes must match, got x=float64, b=float32"),
+        (X, W, np.array([0.0, np.inf]), "valid", r"b must be finite, got 1 NaN or infinite value\(s\)"),
+    ],
+)
+def test_bad_input_raises(x, w, b, padding, message):
+    with pytest.raises(ValueError, match=message):
+        conv2d(x, w, b, padding)
+    with pytest.raises(ValueError, match=message):
+        conv2d_relu(x, w, b, padding)
+    if b is None:
+        with pytest.raises(ValueError, match=message):
+            conv2d_backward(np.zeros((1, 2, 3, 3)), x, w, padding)
+
+
+@pytest.mark.parametrize(
+    "dy, message",
+    [
+        (np.zeros((1, 2, 3, 4)), r"dy must have the output shape \(1, 2, 3, 3\), got \(1, 2, 3, 4\)"),
+        (np.zeros((1, 2, 3, 3), np.float32), "dtypes must match, got dy=float32, x=float64"),
+        (np.zeros((2, 3, 3)), r"dy must have 4 dimensions \(N, C_out, H_out, W_out\), got shape \(2, 3, 3\)"),
+    ],
+)
+def test_bad_upstream_gradient_raises(dy, message):
+    with pytest.raises(ValueError, match=message):
+        conv2d_backward(dy, X, W)
+
+
+def test_bad_relu_input_raises():
+    with pytest.raises(ValueError, match="x must be float32 or float64, got int64"):
+        relu(np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=r"dy must have x's shape \(3,\), got \(4,\)"):
+        relu_backward(np.zeros(4), np.zeros(3))
+    with pytest.raises(ValueError, match="dtypes must match, got dy=float32, x=float64"):
+        relu_backward(np.zeros(3, np.float32), np.zeros(3))
+    y = np.zeros((1, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"y \(conv2d_relu's output\) must have dy's shape \(1, 2, 3, 3\), got"):
+        conv2d_relu_backward(y, X, W, np.zeros((1, 2, 3, 4)))
+
+
+def test_unknown_method_raises():
+    with pytest.raises(ValueError, match=r"method must be one of \('windows', 'im2col', 'shifted'\) or 'auto'"):
+        correlate(X, W, method="fft")
+    with pytest.raises(ValueError, match="method must be 'windows', 'shifted' or 'auto', got 'im2col'"):
+        correlate_weight_gradient(X, np.zeros((1, 2, 3, 3)), method="im2col")

@@ -1,0 +1,116 @@
+"""dropout and its backward: kept fraction and expectation within binomial bounds, the same statistics as
+torch.nn.Dropout, identity in evaluation, the gradient by finite differences, bad input.
+
+Bounds are 5 standard errors of a binomial: the kept count of n values is Binomial(n, 1 - p), so the kept
+fraction has standard error sqrt(p (1 - p) / n). Seeds are fixed, so a correct sampler never leaves them.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import assert_close, assert_matches_finite_differences
+from unet_from_scratch.reference.dropout import dropout, dropout_backward
+
+N = 200_000
+PS = [0.1, 0.5, 0.8]
+
+
+def kept_fraction_bound(p, n):
+    return 5 * math.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize("p", PS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_keeps_one_minus_p_and_scales_the_kept_by_one_over_one_minus_p(p, dtype):
+    x = np.random.default_rng(1).uniform(0.5, 2.0, size=(4, 5, 100, 100)).astype(dtype)
+    y, mask = dropout(x, p, np.random.default_rng(2))
+    assert y.dtype == dtype and y.shape == x.shape and mask.dtype == np.bool_ and mask.shape == x.shape
+    assert abs(mask.mean() - (1 - p)) < kept_fraction_bound(p, N)
+    assert_close(y[mask], x[mask] / (1 - p), name="kept values")
+    assert np.all(y[~mask] == 0)
+
+
+@pytest.mark.parametrize("p", PS)
+def test_expectation_is_preserved(p):
+    # The mean of y over n values of 1 is (kept count) / (n (1 - p)): standard error sqrt(p / ((1 - p) n)).
+    y, _ = dropout(np.ones(N), p, np.random.default_rng(3))
+    assert abs(y.mean() - 1.0) < 5 * math.sqrt(p / ((1 - p) * N))
+
+
+@pytest.mark.parametrize("p", PS)
+def test_same_statistics_as_torch_dropout(p):
+    ours, _ = dropout(np.ones(N, np.float32), p, np.random.default_rng(4))
+    torch.manual_seed(4)
+    theirs = torch.nn.Dropout(p).train()(torch.ones(N)).numpy()
+    # Each kept fraction within the binomial bound of 1 - p, and of each other (the difference of two
+    # independent fractions has standard error sqrt(2) times one's).
+    ours_kept, theirs_kept = np.mean(ours != 0), np.mean(theirs != 0)
+    assert abs(theirs_kept - (1 - p)) < kept_fraction_bound(p, N)
+    assert abs(ours_kept - theirs_kept) < math.sqrt(2) * kept_fraction_bound(p, N)
+    # The same scale on what is kept (float32 rounding of 1 / (1 - p) aside).
+    assert_close(np.unique(ours[ours != 0]), np.unique(theirs[theirs != 0]), name="kept value")
+
+
+@pytest.mark.parametrize("p, training", [(0.5, False), (0.0, True), (0.0, False)])
+def test_evaluation_and_p_zero_are_the_identity(p, training, rng):
+    x = rng.normal(size=(2, 3, 4, 5))
+    y, mask = dropout(x, p, rng, training=training)
+    np.testing.assert_array_equal(y, x)
+    assert mask.all() and mask.shape == x.shape
+    dy = rng.normal(size=x.shape)
+    np.testing.assert_array_equal(dropout_backward(dy, mask, p, training=training), dy)
+    torch_eval = torch.nn.Dropout(p).train(training)(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(y, torch_eval)
+
+
+@pytest.mark.parametrize("p", PS)
+def test_backward_routes_through_the_mask_finite_differences(p, rng):
+    # The mask depends only on the generator, not on x: re-seeding it each call fixes the mask, and dropout
+    # becomes a linear function of x whose gradient finite differences measure.
+    x = rng.normal(size=(2, 3, 4))
+    dy = rng.normal(size=x.shape)
+    _, mask = dropout(x, p, np.random.default_rng(5))
+    assert 0 < mask.sum() < mask.size  # kept and dropped values both present
+    dx = dropout_backward(dy, mask, p)
+    assert_matches_finite_differences(dx, lambda z: dropout(z, p, np.random.default_rng(5))[0], x, dy, name="dx")
+    assert np.all(dx[~mask] == 0)
+
+
+def test_dtype_is_kept(rng):
+    for dtype in (np.float32, np.float64):
+        y, _ = dropout(np.ones(10, dtype), 0.5, rng)
+        assert y.dtype == dtype
+        assert dropout_backward(np.ones(10, dtype), np.ones(10, bool), 0.5).dtype == dtype
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan"), float("inf"), "0.5", True, None])
+def test_p_outside_zero_one_raises(p, rng):
+    with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\), got"):
+        dropout(np.ones(3), p, rng)
+    with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\), got"):
+        dropout_backward(np.ones(3), np.ones(3, bool), p)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda rng: dropout(np.ones(3, np.int64), 0.5, rng), "x must be float32 or float64, got int64"),
+        (lambda rng: dropout([1.0, 2.0], 0.5, rng), "x must be a numpy array, got list"),
+        (lambda rng: dropout(np.ones(3), 0.5, 0), "rng must be a numpy.random.Generator, got int"),
+        (
+            lambda rng: dropout_backward(np.ones(3), np.ones(3), 0.5),
+            "mask must be a bool array \\(from dropout\\), got float64",
+        ),
+        (
+            lambda rng: dropout_backward(np.ones(3), np.ones(4, bool), 0.5),
+            r"mask must have dy's shape \(3,\), got \(4,\)",
+        ),
+        (lambda rng: dropout_backward(np.ones(3, np.int32), np.ones(3, bool), 0.5), "dy must be float32 or float64"),
+    ],
+)
+def test_bad_input_raises(call, message, rng):
+    with pytest.raises(ValueError, match=message):
+        call(rng)

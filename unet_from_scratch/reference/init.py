@@ -1,0 +1,97 @@
+"""Weight initialisation: He normal (the paper's choice) and Glorot uniform (for comparison).
+
+He et al. ("Delving deep into rectifiers", 2015, Sec. 2.2) keep the variance of activations constant through a
+stack of ReLU layers: a ReLU halves the second moment, so each layer's weights need Var[w] = 2 / fan_in, where
+fan_in is the number of inputs one output sums (C_in * kh * kw for a convolution). Ronneberger et al. (2015,
+Sec. 3) initialise the U-Net this way, "a Gaussian distribution with a standard deviation of sqrt(2/N)".
+
+Fans follow torch (``torch.nn.init._calculate_fan_in_and_fan_out``): for a weight of shape
+(C_out, C_in, *kernel), fan_in = C_in * prod(kernel) and fan_out = C_out * prod(kernel); a (out, in) matrix
+is the 1x1 case.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from unet_from_scratch.reference._checks import FLOAT_DTYPES
+
+# Standard deviation of a standard normal truncated to [-2, 2]:
+# sqrt(1 - 2 * 2 * phi(2) / (Phi(2) - Phi(-2))) = sqrt(1 - 0.21596 / 0.95450) = 0.87962566...,
+# with phi and Phi the standard normal pdf and cdf (the moments of a truncated normal, e.g. Johnson, Kotz &
+# Balakrishnan, "Continuous Univariate Distributions", vol. 1, Sec. 10.1). Dividing by it restores the
+# requested std after the cut; Keras' "truncated_normal" variance scaling uses the same constant.
+TRUNCATED_STD = 0.87962566103423978
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    ok = isinstance(shape, (tuple, list)) and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape
+    )
+    if not ok:
+        raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
+    return tuple(int(d) for d in shape)
+
+
+def _check_common(rng, dtype) -> np.dtype:
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if np.dtype(dtype) not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+    return np.dtype(dtype)
+
+
+def fans(shape) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight of ``shape`` (C_out, C_in, *kernel), computed as torch does."""
+    dims = _check_shape(shape)
+    if len(dims) < 2:
+        raise ValueError(f"fans need a weight shape of at least 2 dimensions (C_out, C_in, ...), got {dims}")
+    receptive = math.prod(dims[2:])
+    return dims[1] * receptive, dims[0] * receptive
+
+
+def he_normal(shape, rng: np.random.Generator, fan_in=None, truncated: bool = False, dtype=np.float32) -> np.ndarray:
+    """He-normal weights of ``shape``: mean 0, standard deviation sqrt(2 / fan_in), in ``dtype``.
+
+    ``fan_in`` defaults to ``fans(shape)[0]`` (C_in * kh * kw for a convolution weight) and must be given for a
+    shape of fewer than 2 dimensions. ``truncated=True`` draws a normal cut at 2 of its standard deviations,
+    redrawing values beyond, with its scale std' = sqrt(2 / fan_in) / ``TRUNCATED_STD`` so that the cut
+    distribution still has standard deviation sqrt(2 / fan_in); no value lies beyond 2 * std'.
+    Same distribution as ``torch.nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu")`` when not
+    truncated.
+    """
+    dims = _check_shape(shape)
+    dtype = _check_common(rng, dtype)
+    if fan_in is None:
+        fan_in = fans(dims)[0]
+    if isinstance(fan_in, bool) or not isinstance(fan_in, (int, float, np.integer, np.floating)):
+        raise ValueError(f"fan_in must be a positive number, got {fan_in!r}")
+    if not (math.isfinite(fan_in) and fan_in > 0):
+        raise ValueError(f"fan_in must be a positive number, got {fan_in!r}")
+    std = math.sqrt(2.0 / fan_in)
+    z = rng.standard_normal(dims)
+    if truncated:
+        outside = np.abs(z) > 2.0
+        while outside.any():  # about 4.6% land outside each round
+            z[outside] = rng.standard_normal(int(outside.sum()))
+            outside = np.abs(z) > 2.0
+        std /= TRUNCATED_STD
+    return (z * std).astype(dtype)
+
+
+def glorot_uniform(shape, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    """Glorot/Xavier-uniform weights of ``shape``: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)).
+
+    Glorot & Bengio ("Understanding the difficulty of training deep feedforward neural networks", 2010, eq. 16)
+    keep the variance, 2 / (fan_in + fan_out), constant both forward and backward for a linear (or tanh)
+    layer; with ReLU it is about half what He's analysis asks for. Same as ``torch.nn.init.xavier_uniform_``.
+    """
+    dims = _check_shape(shape)
+    dtype = _check_common(rng, dtype)
+    fan_in, fan_out = fans(dims)
+    if fan_in + fan_out == 0:
+        raise ValueError(f"glorot_uniform needs a non-empty weight shape, got {dims}")
+    a = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-a, a, size=dims).astype(dtype)
