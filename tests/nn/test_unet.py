@@ -65,8 +65,9 @@ def test_paper_network_has_23_conv_layers_and_the_hand_counted_parameters(paper_
     assert sum(p.numel() for p in paper_unet.parameters()) == paper_parameter_count() == 31_030_658
 
 
-def test_summary_lists_blocks_whose_counts_add_up_to_the_total(paper_unet):
+def test_summary_prints_blocks_whose_counts_add_up_to_the_total(paper_unet, capsys):
     text = paper_unet.summary()
+    assert capsys.readouterr().out == text + "\n"  # printed, and returned for whoever wants the string
     rows = [line for line in text.splitlines()[2:] if not line.startswith("total")]
     assert [line.split()[0] for line in rows] == [
         "encoder.0", "encoder.1", "encoder.2", "encoder.3", "bottleneck",

@@ -277,7 +277,7 @@ class SegmentationModel(nn.Module):
     # -- summary ------------------------------------------------------------------------------------------------
 
     def summary(self, input_size: int | None = None) -> str:
-        """A table of the blocks with parameters, their parameter counts and the total, as a string to print.
+        """Print a table of the blocks with parameters, their parameter counts and the total; return it as a string.
 
         With ``input_size`` it also lists each block's output shape for one (1, C_in, n, n) input (one forward in
         eval mode, without gradients).
@@ -300,7 +300,9 @@ class SegmentationModel(nn.Module):
             lines.append(f"{name:<22}{layer:<60}{str(shapes.get(module, '')):<22}{count:>12,}")
         total = sum(p.numel() for p in self.parameters())
         lines.append(f"{'total':<104}{total:>12,}")
-        return "\n".join(lines)
+        table = "\n".join(lines)
+        print(table)
+        return table
 
     def _block_output_shapes(self, modules: list[nn.Module], n: int) -> dict:
         shapes = {}
