@@ -116,6 +116,12 @@ def test_from_counts_matches_labels():
     )
 
 
+def test_num_classes_may_be_a_numpy_integer():
+    labels = np.array([[0, 1, 1], [2, 2, 2]])
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels.ravel())
+    np.testing.assert_allclose(class_weights(labels, np.int64(3)), expected, rtol=RTOL)
+
+
 @pytest.mark.parametrize(
     "labels, num_classes, method, match",
     [
@@ -124,6 +130,8 @@ def test_from_counts_matches_labels():
         (np.array([[0, -1]]), 2, "balanced", r"\[0, 2\)"),
         (np.array([[0, 1]]), 0, "balanced", "num_classes"),
         (np.array([[0, 1]]), 2.0, "balanced", "num_classes"),
+        (np.array([[0, 1]]), True, "balanced", "num_classes must be a positive integer, got True"),
+        (np.array([[0, 1]]), 2**40, "median_frequency", "num_classes must be at most 65536"),  # before allocating
         (np.array([[0, 1]]), 2, "inverse", "method"),
         (np.zeros((0, 3), dtype=int), 2, "balanced", "at least one pixel"),
         ([[0, 1]], 2, "balanced", "numpy array"),

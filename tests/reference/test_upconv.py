@@ -104,6 +104,11 @@ W = np.zeros((3, 2, 2, 2))
         (X, W.astype(np.float32), 2, "dtypes must match, got x=float64, w=float32"),
         (X, W, 0, "stride must be a positive integer, got 0"),
         (X, W, 1.5, "stride must be a positive integer, got 1.5"),
+        (X, W, True, "stride must be a positive integer, got True"),
+        (X, np.zeros((3, 2, 0, 0)), 2, "w must have a kernel of at least 1x1, got 0x0"),
+        (X, np.zeros((3, 2, 2, 0)), 2, "w must have a kernel of at least 1x1, got 2x0"),
+        (X, np.full((3, 2, 2, 2), np.nan), 2, r"w must be finite, got 24 NaN or infinite value\(s\)"),
+        (X, np.where(np.arange(24).reshape(3, 2, 2, 2) == 5, np.inf, 0.0), 2, r"w must be finite, got 1 NaN"),
     ],
 )
 def test_bad_input_raises(x, w, stride, message):
@@ -119,11 +124,27 @@ def test_bad_input_raises(x, w, stride, message):
         (np.zeros(3), r"b must have shape \(2,\) to match w's C_out, got \(3,\)"),
         (np.zeros((2, 1)), r"b must have 1 dimensions \(C_out,\), got shape \(2, 1\)"),
         (np.zeros(2, np.float32), "dtypes must match, got x=float64, b=float32"),
+        (np.array([0.0, np.nan]), r"b must be finite, got 1 NaN or infinite value\(s\)"),
     ],
 )
 def test_bad_bias_raises(b, message):
     with pytest.raises(ValueError, match=message):
         conv_transpose2d(X, W, b)
+
+
+def test_stride_may_be_a_numpy_integer(rng):
+    x, w = rng.normal(size=(1, 3, 4, 4)), rng.normal(size=(3, 2, 2, 2))
+    np.testing.assert_array_equal(conv_transpose2d(x, w, stride=np.int64(2)), conv_transpose2d(x, w, stride=2))
+
+
+def test_non_finite_input_is_not_rejected_and_stays_where_it_lands(rng):
+    # The checking policy (reference/_checks.py): an activation's NaN reaches exactly the outputs it is stamped on.
+    x, w = rng.normal(size=(1, 3, 4, 4)), rng.normal(size=(3, 2, 2, 2))
+    x[0, 1, 2, 3] = np.nan
+    y = conv_transpose2d(x, w)
+    expected = np.zeros(y.shape, bool)
+    expected[0, :, 4:6, 6:8] = True  # pixel (2, 3) stamps the 2x2 block at (4, 6) of every output channel
+    np.testing.assert_array_equal(np.isnan(y), expected)
 
 
 @pytest.mark.parametrize(

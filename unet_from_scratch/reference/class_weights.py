@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_int_array
+from unet_from_scratch.reference._checks import check_int_array, check_num_classes
 
 METHODS = ("balanced", "median_frequency")
 
 
 def _check_labels(labels, num_classes) -> np.ndarray:
     check_int_array(labels, "labels")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_num_classes(num_classes)
     if labels.size == 0:
         raise ValueError(f"labels must hold at least one pixel, got shape {labels.shape}")
     low, high = labels.min(), labels.max()

@@ -39,8 +39,9 @@ processed in chunks of a few MiB so the copies and partial sums stay in cache. T
 same correlation, so it takes the same route; dw takes one matmul per tap with the long (positions) axis as the
 inner dimension.
 
-Non-finite weights or biases raise ValueError (one turns a whole output channel into NaN); NaN or infinity in
-``x`` or ``dy`` is not rejected: as in any sum, it only reaches the outputs whose window covers it.
+By the policy of ``reference/_checks.py``: non-finite weights or biases raise ValueError (one turns a whole output
+channel into NaN); NaN or infinity in ``x`` or ``dy`` is not rejected: as in any sum, it only reaches the outputs
+whose window covers it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from unet_from_scratch.reference._checks import check_finite, check_float_array, check_same_dtype
+from unet_from_scratch.reference._checks import check_finite, check_float_array, check_same_dtype, is_int
 
 METHODS = ("windows", "im2col", "shifted")
 
@@ -64,7 +65,7 @@ def _padding(padding, kh: int, kw: int) -> tuple[int, int, int, int]:
         if padding == "valid":
             return 0, 0, 0, 0
         return (kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2  # an even kernel's extra row/column: bottom/right
-    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool) and padding >= 0:
+    if is_int(padding) and padding >= 0:
         p = int(padding)
         return p, p, p, p
     raise ValueError(f"padding must be 'valid', 'same' or a non-negative int, got {padding!r}")

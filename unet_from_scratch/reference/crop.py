@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_float_array, check_same_dtype
+from unet_from_scratch.reference._checks import check_float_array, check_same_dtype, is_int
 
 
 def _is_positive_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+    return is_int(v) and v >= 1
 
 
 def _crop_window(shape: tuple[int, ...], size) -> tuple[slice, slice]:

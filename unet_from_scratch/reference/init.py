@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import FLOAT_DTYPES
+from unet_from_scratch.reference._checks import FLOAT_DTYPES, is_int
 
 # Standard deviation of a standard normal truncated to [-2, 2]:
 # sqrt(1 - 2 * 2 * phi(2) / (Phi(2) - Phi(-2))) = sqrt(1 - 0.21596 / 0.95450) = 0.87962566...,
@@ -27,9 +27,7 @@ TRUNCATED_STD = 0.87962566103423978
 
 
 def _check_shape(shape) -> tuple[int, ...]:
-    ok = isinstance(shape, (tuple, list)) and all(
-        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape
-    )
+    ok = isinstance(shape, (tuple, list)) and all(is_int(d) and d >= 0 for d in shape)
     if not ok:
         raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
     return tuple(int(d) for d in shape)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_float_array, check_same_dtype
+from unet_from_scratch.reference._checks import check_float_array, check_int, check_same_dtype
 
 
 def _check_pool_input(x: np.ndarray, kernel_size: int) -> None:
     check_float_array(x, "x", ndim=4, layout="(N, C, H, W)")
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer)) or kernel_size < 1:
-        raise ValueError(f"kernel_size must be a positive integer, got {kernel_size!r}")
+    check_int(kernel_size, "kernel_size")
     if x.shape[2] < kernel_size or x.shape[3] < kernel_size:
         raise ValueError(
             f"input height and width must be >= kernel_size {kernel_size} (output size would be 0), got shape {x.shape}"

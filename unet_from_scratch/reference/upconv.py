@@ -16,7 +16,9 @@ stamps tile the 2H x 2W output without overlap: every output pixel receives exac
 ``y[n, o, 2i + p, 2j + q] = b[o] + sum_c x[n, c, i, j] w[c, o, p, q]``. A kernel larger than the stride makes
 neighbouring stamps overlap and add; one smaller than the stride leaves gaps that only the bias fills.
 
-NaN or infinity in ``x`` is not rejected: as in any sum, it only propagates to the outputs it touches.
+As for ``conv2d`` (and by the policy of ``reference/_checks.py``): the weights ``w`` and the bias ``b`` must be
+finite, a NaN there would reach every output of its channel; NaN or infinity in ``x`` (or ``dy``) is not rejected:
+as in any sum, it only propagates to the outputs it touches.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from unet_from_scratch.reference._checks import check_float_array, check_same_dtype
+from unet_from_scratch.reference._checks import check_finite, check_float_array, check_int, check_same_dtype
 
 
 def _check_inputs(x: np.ndarray, w: np.ndarray, stride: int) -> None:
@@ -32,9 +34,12 @@ def _check_inputs(x: np.ndarray, w: np.ndarray, stride: int) -> None:
     check_float_array(w, "w", ndim=4, layout="(C_in, C_out, kh, kw)")
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"x has {x.shape[1]} channels but w expects C_in = {w.shape[0]} (w is (C_in, C_out, kh, kw))")
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    check_int(stride, "stride")
     check_same_dtype(x=x, w=w)
+    kh, kw = w.shape[2:]
+    if kh < 1 or kw < 1:
+        raise ValueError(f"w must have a kernel of at least 1x1, got {kh}x{kw}")
+    check_finite(w, "w")
 
 
 def _output_shape(x: np.ndarray, w: np.ndarray, s: int) -> tuple[int, int, int, int]:
@@ -57,6 +62,7 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, 
         if b.shape != (c_out,):
             raise ValueError(f"b must have shape ({c_out},) to match w's C_out, got {b.shape}")
         check_same_dtype(x=x, b=b)
+        check_finite(b, "b")
     s = stride
     n, _, h, wd = x.shape
 
