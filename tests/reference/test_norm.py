@@ -116,6 +116,30 @@ def test_one_value_per_channel_in_training_raises_like_torch(shape):
     assert_close(y, expected.numpy())
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_empty_batch_leaves_running_statistics_alone_like_torch(training, rng):
+    # N = 0: no statistics to take. torch returns an empty output and leaves the running statistics as they were;
+    # averaging the NaN mean of no value into them would spoil them for good.
+    x = np.zeros((0, 3, 4, 4))
+    mean, var = rng.normal(size=3), rng.uniform(0.5, 2.0, size=3)
+    torch_x = to_torch(x, requires_grad=True)
+    gamma, beta = to_torch(rng.normal(size=3), requires_grad=True), to_torch(rng.normal(size=3), requires_grad=True)
+    torch_mean, torch_var = to_torch(mean), to_torch(var)
+    expected = F.batch_norm(torch_x, torch_mean, torch_var, gamma, beta, training=training, momentum=0.1)
+    expected.backward(torch.zeros_like(expected))
+
+    ours_mean, ours_var = mean.copy(), var.copy()
+    y, cache = batch_norm(x, gamma.detach().numpy(), beta.detach().numpy(), ours_mean, ours_var, training=training)
+    assert y.shape == tuple(expected.shape) == x.shape
+    np.testing.assert_array_equal(ours_mean, torch_mean.numpy())
+    np.testing.assert_array_equal(ours_var, torch_var.numpy())
+    np.testing.assert_array_equal(ours_mean, mean)
+    dx, dgamma, dbeta = batch_norm_backward(np.zeros_like(x), cache)
+    assert dx.shape == x.shape
+    np.testing.assert_array_equal(dgamma, gamma.grad.numpy())
+    np.testing.assert_array_equal(dbeta, beta.grad.numpy())
+
+
 def call(x=None, gamma=None, beta=None, mean=None, var=None, **kwargs):
     """batch_norm on a valid (2, 3, 4, 4) float64 problem with any one argument replaced."""
     c = 3
@@ -142,8 +166,10 @@ def call(x=None, gamma=None, beta=None, mean=None, var=None, **kwargs):
         (dict(mean=np.array([0.0, np.nan, 0.0])), r"running_mean must be finite, got 1 NaN or infinite value\(s\)"),
         (dict(var=np.array([1.0, np.inf, 1.0])), r"running_var must be finite, got 1 NaN or infinite value\(s\)"),
         (dict(var=np.array([1.0, -0.5, 1.0])), "running_var must be >= 0, got min -0.5"),
-        (dict(momentum=1.5), r"momentum must be in \[0, 1\], got 1.5"),
-        (dict(eps=0.0), "eps must be > 0, got 0.0"),
+        (dict(momentum=1.5), "momentum must be finite and ≥ 0.0 and ≤ 1.0, got 1.5"),
+        (dict(momentum=float("nan")), "momentum must be finite"),
+        (dict(momentum=True), "momentum must be a real number, got True"),
+        (dict(eps=0.0), "eps must be finite and > 0.0, got 0.0"),
     ],
 )
 def test_bad_input_raises(arguments, message):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_finite, check_float_array, check_same_dtype
+from unet_from_scratch.reference._checks import check_finite, check_float_array, check_real, check_same_dtype
 
 
 def batch_norm(
@@ -43,7 +43,9 @@ def batch_norm(
 
     ValueError for: bad shapes or dtypes; NaN/infinity in ``x`` or the running statistics (they would be averaged
     into the running statistics for good); a negative ``running_var``; ``momentum`` outside [0, 1]; ``eps <= 0``;
-    and, as torch, a single value per channel (N*H*W == 1) in training, whose variance is undefined.
+    and, as torch, a single value per channel (N*H*W == 1) in training, whose variance is undefined. An empty batch
+    (N*H*W == 0) has no statistics: as in torch, the output is empty and the running statistics are left as they
+    are, in training too (averaging the NaN mean of no value into them would spoil them for good).
     """
     check_float_array(x, "x", ndim=4, layout="(N, C, H, W)")
     c = x.shape[1]
@@ -58,15 +60,15 @@ def batch_norm(
     check_finite(running_var, "running_var")
     if np.any(running_var < 0):
         raise ValueError(f"running_var must be >= 0, got min {running_var.min()}")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    momentum = check_real(momentum, "momentum", 0.0, 1.0)
+    eps = check_real(eps, "eps", above=0.0)
     m = x.shape[0] * x.shape[2] * x.shape[3]
     if training and m == 1:
         raise ValueError(f"expected more than 1 value per channel when training, got input shape {x.shape}")
 
-    if training:
+    if training and m == 0:  # nothing to normalise and nothing learnt; the running statistics stay
+        mean, var = np.zeros(c, x.dtype), np.ones(c, x.dtype)
+    elif training:
         mean = x.mean(axis=(0, 2, 3))
         var = x.var(axis=(0, 2, 3))  # biased (1/M): the batch is normalised by its own spread
         running_mean *= 1 - momentum
@@ -107,5 +109,7 @@ def batch_norm_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.nda
     if not cache["training"]:
         return scale * dy, dgamma, dbeta
     m = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    if m == 0:  # an empty batch: nothing flows back
+        return np.zeros_like(dy), dgamma, dbeta
     dx = scale / m * (m * dy - dbeta[None, :, None, None] - xhat * dgamma[None, :, None, None])
     return dx, dgamma, dbeta
