@@ -12,6 +12,7 @@ from sklearn import metrics as skm
 from torchmetrics.functional import classification as tmc
 
 from unet_from_scratch.reference.metrics import (
+    MAX_CLASSES,
     accuracy,
     confusion,
     dice,
@@ -21,6 +22,7 @@ from unet_from_scratch.reference.metrics import (
     precision,
     recall,
 )
+from unet_from_scratch.reference.metrics import _confusion_by_class
 
 # The worked example of the module docstring: tp = 3, fp = 0, fn = 2 for the foreground; 7 of 9 pixels right.
 Y_TRUE = np.array([[0, 1, 1], [0, 0, 1], [1, 1, 0]])
@@ -116,6 +118,10 @@ def test_an_ignored_class_is_not_scored():
         (lambda: iou(Y_TRUE, Y_PRED - 1), r"y_pred labels must lie in \[0, 2\)"),
         (lambda: iou(Y_TRUE, Y_PRED, reduction="mean"), "reduction must be one of"),
         (lambda: iou(Y_TRUE, Y_PRED, num_classes=0), "num_classes must be a positive integer"),
+        (lambda: iou(Y_TRUE, Y_PRED, num_classes=True), "num_classes must be a positive integer, got True"),
+        (lambda: iou(Y_TRUE, Y_PRED, num_classes=2.0), "num_classes must be a positive integer, got 2.0"),
+        (lambda: iou(Y_TRUE, Y_PRED, num_classes=2**16 + 1), r"num_classes must be at most 65536 \(MAX_CLASSES\)"),
+        (lambda: accuracy(Y_TRUE, Y_PRED, num_classes=2**40), "num_classes must be at most 65536"),
         (lambda: iou(Y_TRUE, Y_PRED, ignore_index=1), "no class left to score"),
         (lambda: confusion(Y_TRUE[None, None], Y_PRED[None, None], 2), r"\(H, W\) or \(N, H, W\)"),
     ],
@@ -123,6 +129,80 @@ def test_an_ignored_class_is_not_scored():
 def test_bad_input_raises(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_num_classes_is_a_numpy_integer_too():
+    assert iou(Y_TRUE, Y_PRED, num_classes=np.int64(2)) == pytest.approx(3 / 5)
+
+
+def test_the_largest_class_count_is_scored_without_a_class_by_class_table(rng):
+    # 2**16 classes: an (N, C, C) confusion table would hold 2**32 counts per image (32 GiB). The counts come from
+    # bincounts of length N·C instead, and agree with scikit-learn's confusion matrix over the classes present.
+    y_true = rng.integers(0, MAX_CLASSES, size=(2, 6, 7))
+    y_pred = np.where(rng.random(y_true.shape) < 0.5, y_true, rng.integers(0, MAX_CLASSES, size=y_true.shape))
+    tp, fp, fn, tn = confusion(y_true, y_pred, MAX_CLASSES)
+    assert tp.shape == (2, MAX_CLASSES)
+    for n in range(2):
+        labels = np.union1d(y_true[n], y_pred[n])
+        matrix = skm.confusion_matrix(y_true[n].ravel(), y_pred[n].ravel(), labels=labels)
+        np.testing.assert_array_equal(tp[n, labels], np.diag(matrix))
+        np.testing.assert_array_equal(fn[n, labels], matrix.sum(axis=1) - np.diag(matrix))
+        np.testing.assert_array_equal(fp[n, labels], matrix.sum(axis=0) - np.diag(matrix))
+        np.testing.assert_array_equal(tn[n], y_true[n].size - tp[n] - fp[n] - fn[n])
+        absent = np.setdiff1d(np.arange(MAX_CLASSES), labels)
+        assert not tp[n, absent].any() and not fp[n, absent].any() and not fn[n, absent].any()
+    expected = skm.jaccard_score(y_true.ravel(), y_pred.ravel(), labels=np.arange(1, MAX_CLASSES), average="micro")
+    assert iou(y_true, y_pred, MAX_CLASSES) == pytest.approx(expected)
+
+
+@settings(deadline=None)
+@given(st.data(), st.integers(2, 40), st.sampled_from([None, 0, 255]))
+def test_both_ways_of_counting_agree(data, classes, ignore_index):
+    # The (N, C, C) table for few classes, the bincounts of length N·C for many: the same integers.
+    shape = data.draw(SMALL_BATCH)
+    y_true = data.draw(hnp.arrays(np.int64, shape, elements=st.integers(0, classes - 1)))
+    y_pred = data.draw(hnp.arrays(np.int64, shape, elements=st.integers(0, classes - 1)))
+    if ignore_index == 255:
+        y_true = np.where(data.draw(hnp.arrays(bool, shape)), 255, y_true)
+    first_row = (np.arange(shape[0]) * classes).reshape(-1, 1, 1)
+    by_class = _confusion_by_class(first_row + y_true, first_row + y_pred, y_true, shape[0], classes, ignore_index)
+    for ours, theirs in zip(confusion(y_true, y_pred, classes, ignore_index), by_class):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_macro_accuracy_is_scikit_learns_balanced_accuracy_with_a_class_absent():
+    # The example: 4 classes, class 3 in neither map. Balanced accuracy averages the recall of the classes
+    # present in the target, (2/3 + 1 + 1/2) / 3 = 0.7222; averaging in class 3 as a perfect score gave 0.7917.
+    y_true = np.array([[0, 0, 1, 1], [2, 2, 0, 1]])
+    y_pred = np.array([[0, 1, 1, 1], [2, 0, 0, 1]])
+    expected = skm.balanced_accuracy_score(y_true.ravel(), y_pred.ravel())
+    assert expected == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)
+    assert accuracy(y_true, y_pred, 4, reduction="macro") == pytest.approx(expected)
+    # A class predicted but absent from the target has no recall either (scikit-learn warns and leaves it out).
+    assert accuracy(y_true, np.where(y_pred == 1, 3, y_pred), 4, reduction="macro") == pytest.approx((2 / 3 + 0 + 1 / 2) / 3)
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.filterwarnings("ignore:A single label was found")
+@settings(deadline=None)
+@given(st.data(), st.integers(2, 6), st.sampled_from([None, 0, 255]))
+def test_macro_accuracy_matches_balanced_accuracy_with_classes_missing(data, classes, ignore_index):
+    # Labels drawn from a random subset of the classes, so that some are absent from the target, the prediction
+    # or both: the cases the every-class maps of label_maps never produce.
+    shape = data.draw(SMALL_BATCH)
+    used = data.draw(st.lists(st.integers(0, classes - 1), min_size=1, max_size=classes, unique=True))
+    y_true = data.draw(hnp.arrays(np.int64, shape, elements=st.sampled_from(used)))
+    y_pred = data.draw(hnp.arrays(np.int64, shape, elements=st.integers(0, classes - 1)))
+    if ignore_index == 255:
+        y_true = np.where(data.draw(hnp.arrays(bool, shape)), 255, y_true)
+    t, p = _sklearn_inputs(y_true, y_pred, ignore_index)
+    ours = accuracy(y_true, y_pred, classes, reduction="macro", ignore_index=ignore_index)
+    if t.size == 0:
+        assert ours == 1.0  # nothing counted: empty_score
+        return
+    # scikit-learn has no ignore_index: its pixels are removed above (_sklearn_inputs), which also removes the
+    # ignored class from the target, so it is not averaged over either.
+    np.testing.assert_allclose(ours, skm.balanced_accuracy_score(t, p))
 
 
 # random label maps against scikit-learn and torchmetrics --------------------------------------------------------
@@ -309,6 +389,25 @@ def test_instance_ids_need_not_be_contiguous_and_a_batch_is_pooled():
     assert batch.recall == pytest.approx(3 / 4) and batch.precision == 1.0
 
 
+def test_a_bool_truth_mask_is_split_into_its_objects():
+    # Two separate cells given as a bool mask: two objects, as unet_weight_map reads the same array. A perfect
+    # prediction scores 1 (read as a single object it scored F1 = 0: one object, two components).
+    cells = two_touching_cells()
+    cells[:, 5] = 0  # a gap between the cells
+    mask = cells > 0
+    assert instance_f1(mask, mask) == (1.0, 1.0, 1.0, 2, 2, 2)
+    assert instance_f1(mask, mask) == instance_f1(cells, mask)
+    merged = two_touching_cells() > 0  # one connected blob is one object
+    assert instance_f1(merged, merged) == (1.0, 1.0, 1.0, 1, 1, 1)
+
+
+@settings(deadline=None)
+@given(hnp.arrays(bool, SMALL_BATCH))
+def test_any_bool_mask_scored_against_itself_is_perfect(mask):
+    components = sum(ndimage.label(image)[1] for image in mask)
+    assert instance_f1(mask, mask) == (1.0, 1.0, 1.0, components, components, components)
+
+
 def test_below_one_half_matching_stays_one_to_one():
     cells = two_touching_cells()  # the blob passes IoU 0.3 with both cells, yet matches only one
     scores = instance_f1(cells, cells > 0, iou_threshold=0.3)
@@ -330,7 +429,8 @@ def test_instance_f1_empty_cases():
         (lambda: instance_f1(np.zeros((3, 3), int), np.zeros((3, 4), bool)), "same shape"),
         (lambda: instance_f1(-np.ones((3, 3), int), np.zeros((3, 3), bool)), "non-negative"),
         (lambda: instance_f1(np.zeros((3, 3)), np.zeros((3, 3), bool)), "true_instances must be an integer array"),
-        (lambda: instance_f1(np.zeros((3, 3), int), np.zeros((3, 3), bool), iou_threshold=1.0), r"\[0, 1\)"),
+        (lambda: instance_f1(np.zeros((3, 3), int), np.zeros((3, 3), bool), iou_threshold=1.0), "< 1.0, got 1.0"),
+        (lambda: instance_f1(np.zeros((3, 3), int), np.zeros((3, 3), bool), iou_threshold=np.nan), "finite"),
     ],
 )
 def test_instance_f1_bad_input_raises(call, message):

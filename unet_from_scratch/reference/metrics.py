@@ -46,15 +46,14 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from unet_from_scratch.reference._checks import check_int_array
+from unet_from_scratch.reference._checks import MAX_CLASSES, check_int_array, check_num_classes, check_real
 
 REDUCTIONS = ("micro", "per_image", "per_class", "macro")
 
 
 def _check_label_maps(y_true, y_pred, num_classes: int, ignore_index: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Both maps as (N, H, W) integer arrays with labels in [0, num_classes) (the target may hold ``ignore_index``)."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_num_classes(num_classes)
     check_int_array(y_true, "y_true")
     check_int_array(y_pred, "y_pred")
     if y_true.shape != y_pred.shape or y_true.ndim not in (2, 3):
@@ -88,10 +87,15 @@ def confusion(y_true, y_pred, num_classes: int, ignore_index: int | None = None)
 
     The confusion matrix ``m[n, t, p]`` (pixels of image n with target t predicted as p) is one ``np.bincount``
     of the flat index ``(n·C + t)·C + p``; tp is its diagonal, fn the rest of a row, fp the rest of a column.
+    With many classes that matrix (N·C² counts) would outgrow the label maps themselves, and the same counts are
+    taken from three bincounts of length N·C instead: the pixels where t == p (tp), every target (tp + fn) and
+    every prediction (tp + fp). At most ``MAX_CLASSES`` classes.
     """
     y_true, y_pred = _check_label_maps(y_true, y_pred, num_classes, ignore_index)
     n, c = y_true.shape[0], int(num_classes)
     first_row = (np.arange(n, dtype=np.int64) * c).reshape(n, 1, 1)  # image n owns rows n·C .. n·C + C-1
+    if n * c * c > 4 * y_true.size + 2**16:
+        return _confusion_by_class(first_row + y_true, first_row + y_pred, y_true, n, c, ignore_index)
     flat = (first_row + y_true) * c + y_pred
     if ignore_index is not None:
         flat = flat[y_true != ignore_index]
@@ -100,6 +104,20 @@ def confusion(y_true, y_pred, num_classes: int, ignore_index: int | None = None)
     fn = matrix.sum(axis=2) - tp
     fp = matrix.sum(axis=1) - tp
     tn = matrix.sum(axis=(1, 2))[:, None] - tp - fp - fn  # the image's counted pixels, less the other three
+    return tp, fp, fn, tn
+
+
+def _confusion_by_class(true_index, pred_index, y_true, n: int, c: int, ignore_index):
+    """``confusion`` without the (N, C, C) matrix: bincounts of length N·C of the flat (image, class) indices."""
+    if ignore_index is not None:
+        counted = y_true != ignore_index
+        true_index, pred_index = true_index[counted], pred_index[counted]
+    true_index, pred_index = true_index.ravel(), pred_index.ravel()
+    tp = np.bincount(true_index[true_index == pred_index], minlength=n * c).reshape(n, c)
+    support = np.bincount(true_index, minlength=n * c).reshape(n, c)  # tp + fn
+    predicted = np.bincount(pred_index, minlength=n * c).reshape(n, c)  # tp + fp
+    fn, fp = support - tp, predicted - tp
+    tn = support.sum(axis=1)[:, None] - tp - fp - fn
     return tp, fp, fn, tn
 
 
@@ -237,12 +255,22 @@ def accuracy(y_true, y_pred, num_classes=2, reduction="micro", ignore_index=None
     Every pixel is right or wrong whatever its class, so ``"micro"`` and ``"per_image"`` count all classes
     (there is no ``include_background``): correct pixels / counted pixels. ``"per_class"`` gives the accuracy on
     the pixels of each class, tp / (tp + fn) (its recall, as torchmetrics' class-wise accuracy), and ``"macro"``
-    their mean over every class but an ignored one: the balanced accuracy. On the worked example of the module
-    docstring 7 of the 9 pixels are right: 7/9.
+    their mean over the classes present in the target (but an ignored one): the balanced accuracy, as
+    scikit-learn's ``balanced_accuracy_score`` (a class absent from the target has no recall to average; counted
+    as ``empty_score`` it would lift the mean). On the worked example of the module docstring 7 of the 9 pixels
+    are right: 7/9.
 
-    Args: as ``iou``; an image with no counted pixel scores ``empty_score``.
+    Args: as ``iou``; an image (or, for ``"macro"``, a batch) with no counted pixel scores ``empty_score``.
     """
-    return _score(_accuracy, y_true, y_pred, num_classes, reduction, ignore_index, empty_score, True)
+    if reduction != "macro":
+        return _score(_accuracy, y_true, y_pred, num_classes, reduction, ignore_index, empty_score, True)
+    tp, _, fn, _ = confusion(y_true, y_pred, num_classes, ignore_index)
+    scored = _scored_classes(int(num_classes), True, ignore_index)
+    tp, support = tp.sum(axis=0), (tp + fn).sum(axis=0)
+    present = scored & (support > 0)
+    if not present.any():
+        return float(empty_score)
+    return float(np.mean(tp[present] / support[present]))
 
 
 class InstanceScores(NamedTuple):
@@ -301,7 +329,9 @@ def instance_f1(true_instances, pred_mask, iou_threshold: float = 0.5, empty_sco
 
     Args:
         true_instances: (H, W) or (N, H, W) integer instance ids, 0 the background, any other id one object (ids
-            need not be contiguous). A batch is pooled: matches and objects are counted over all its images.
+            need not be contiguous); or a bool mask, split into objects by connected components as the prediction
+            is (4-connectivity), so that a mask scored against itself is perfect (``unet_weight_map`` splits a bool
+            mask into components too). A batch is pooled: matches and objects are counted over all its images.
         pred_mask: the predicted foreground, same shape, bool or integer (non-zero = foreground).
         iou_threshold: in [0, 1).
         empty_score: precision, recall and F1 when there are neither true nor predicted objects.
@@ -323,12 +353,13 @@ def instance_f1(true_instances, pred_mask, iou_threshold: float = 0.5, empty_sco
         )
     if true_instances.size and true_instances.min() < 0:
         raise ValueError(f"true_instances must be non-negative ids, got a minimum of {true_instances.min()}")
-    if not 0.0 <= iou_threshold < 1.0:
-        raise ValueError(f"iou_threshold must lie in [0, 1), got {iou_threshold}")
+    iou_threshold = check_real(iou_threshold, "iou_threshold", 0.0, below=1.0)
     if true_instances.ndim == 2:
         true_instances, pred_mask = true_instances[None], pred_mask[None]
     matched = n_true = n_pred = 0
     for truth, prediction in zip(true_instances, pred_mask):
+        if truth.dtype == np.bool_:  # a binary mask: its connected components are the objects
+            truth = ndimage.label(truth)[0]
         m, t, p = _match_instances(truth, prediction != 0, iou_threshold)
         matched, n_true, n_pred = matched + m, n_true + t, n_pred + p
     both_empty = n_true + n_pred == 0
