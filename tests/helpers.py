@@ -150,6 +150,19 @@ def float_arrays(shape, dtype=np.float64, bound: float = 4.0):
     return hnp.arrays(np.dtype(dtype), shape, elements=elements)
 
 
+def varied_float_arrays(shape, dtype=np.float64, bound: float = 4.0):
+    """Like ``float_arrays``, but every element is drawn on its own and all of them differ.
+
+    ``hnp.arrays`` otherwise likes to fill an array with one repeated value: under the derandomized CI profile a
+    third of the logits drawn for the loss tests had every value equal, where the softmax is uniform and a wrong
+    gradient term can vanish unseen. Distinct values leave no pixel whose logits (or no query whose scores) are all
+    equal. Ties, where they matter, are tested by hand.
+    """
+    width = 32 if np.dtype(dtype) == np.float32 else 64
+    elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=width)
+    return hnp.arrays(np.dtype(dtype), shape, elements=elements, fill=st.nothing(), unique=True)
+
+
 float_dtypes = st.sampled_from([np.float32, np.float64])
 
 

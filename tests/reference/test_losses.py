@@ -14,9 +14,9 @@ from tests.helpers import (
     assert_close,
     assert_matches_finite_differences,
     assert_matches_torch,
-    float_arrays,
     float_dtypes,
     to_torch,
+    varied_float_arrays,
 )
 from tests.torch_losses import (
     torch_bce_with_logits,
@@ -44,11 +44,12 @@ SIGMOID_ALPHAS = st.sampled_from([0.25, 0.8, -1.0])  # -1: torchvision's "no alp
 
 @st.composite
 def batches(draw, min_classes=2, max_classes=5, max_side=7, dtype=None):
-    """(logits (N, C, H, W), target (N, H, W) int64): N 1-2, C as asked, H and W 1-max_side, logits in [-4, 4]."""
+    """(logits (N, C, H, W), target (N, H, W) int64): N 1-2, C as asked, H and W 1-max_side, logits in [-4, 4],
+    all different (``varied_float_arrays``: no pixel with a uniform softmax)."""
     dtype = draw(float_dtypes) if dtype is None else dtype
     n, c = draw(st.integers(1, 2)), draw(st.integers(min_classes, max_classes))
     h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
-    logits = draw(float_arrays((n, c, h, w), dtype, bound=4.0))
+    logits = draw(varied_float_arrays((n, c, h, w), dtype, bound=4.0))
     target = draw(hnp.arrays(np.int64, (n, h, w), elements=st.integers(0, c - 1)))
     return logits, target
 
@@ -343,3 +344,65 @@ def test_bad_weights_raise(loss_fn, what, changes, message):
 def test_bad_parameters_raise(loss_fn, changes, message):
     with pytest.raises(ValueError, match=message):
         _call(loss_fn, changes)
+
+
+ALL_LOSSES = [bce_with_logits, sigmoid_focal_loss, cross_entropy, focal_loss, dice_loss, combined_loss]
+
+
+@pytest.mark.parametrize("loss_fn", ALL_LOSSES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("shape", [(0, 4, 5), (2, 0, 5), (2, 4, 0)], ids=["N=0", "H=0", "W=0"])
+def test_a_batch_without_pixels_raises_instead_of_nan(loss_fn, shape):
+    # A mean over no pixel is 0/0: torch returns NaN here (F.binary_cross_entropy_with_logits on an empty batch).
+    n, h, w = shape
+    classes = 1 if loss_fn in (bce_with_logits, sigmoid_focal_loss) else 3
+    logits, target = np.zeros((n, classes, h, w)), np.zeros((n, h, w), np.int64)
+    assert torch.isnan(F.binary_cross_entropy_with_logits(torch.zeros(n, 1, h, w), torch.zeros(n, 1, h, w)))
+    with pytest.raises(ValueError, match=rf"logits must hold at least one pixel and one class, got shape \({n}, "):
+        loss_fn(logits, target)
+
+
+def test_logits_without_classes_raise():
+    with pytest.raises(ValueError, match="at least one pixel and one class"):
+        cross_entropy(np.zeros((2, 0, 4, 5)), np.zeros((2, 4, 5), np.int64))
+
+
+@pytest.mark.parametrize("fn", [softmax, log_softmax], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_softmax_refuses_non_finite_values(fn, bad):
+    # softmax([inf, 0]) would be inf - inf = NaN in every entry of the row (torch gives [nan, nan] too).
+    x = np.array([[bad, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"x must be finite, got 1 NaN or infinite value\(s\)"):
+        fn(x, axis=1)
+
+
+@pytest.mark.parametrize("fn", [softmax, log_softmax], ids=lambda f: f.__name__)
+def test_softmax_axis_is_checked_and_an_empty_class_axis_refused(fn, rng):
+    with pytest.raises(ValueError, match=r"x must hold at least one class along axis 1, got shape \(2, 0, 3\)"):
+        fn(np.zeros((2, 0, 3)))
+    with pytest.raises(ValueError, match=r"axis must lie in \[-3, 3\) for x of shape \(2, 4, 3\), got 3"):
+        fn(np.zeros((2, 4, 3)), axis=3)
+    with pytest.raises(ValueError, match="axis must be an integer, got 1.0"):
+        fn(np.zeros((2, 4, 3)), axis=1.0)
+    # Any other axis, negative ones and NumPy integers included, against torch; an empty batch axis is fine.
+    x = rng.normal(size=(2, 4, 3))
+    torch_fn = torch.softmax if fn is softmax else torch.log_softmax
+    for axis in (0, np.int64(2), -1):
+        assert_close(fn(x, axis=axis), torch_fn(to_torch(x), int(axis)).numpy(), name=f"axis {axis}")
+    assert fn(np.zeros((0, 4, 3))).shape == (0, 4, 3)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(gamma=True), "gamma must be a real number, got True"),
+        (dict(alpha="0.25"), "alpha must be a real number, got '0.25'"),
+        (dict(gamma=np.float32(2.0)), None),  # NumPy scalars are numbers
+    ],
+)
+def test_scalar_parameters_are_real_numbers(changes, message):
+    if message is None:
+        loss, _ = _call(focal_loss, changes)
+        assert np.isfinite(loss)
+        return
+    with pytest.raises(ValueError, match=message):
+        _call(focal_loss, changes)

@@ -14,23 +14,42 @@ and a loss that depends on the probabilities through ``∂L/∂p`` has
 
     ∂L/∂z_j = p_j · (∂L/∂p_j - Σ_k p_k ∂L/∂p_k).
 
-The semantics are the project's contract, shared with ``kernels/fused_loss.py`` and ``nn/losses.py``.
+The semantics are the project's contract, shared with ``kernels/fused_loss.py`` and ``nn/losses.py``. As the
+checking policy of ``reference/_checks.py`` has it, the logits and the weights must be finite, and a batch with no
+pixel (N, H or W = 0) is refused: a mean over no pixel is 0/0. ``softmax`` and ``log_softmax`` refuse non-finite
+values (one infinity makes a whole row NaN: ``softmax([inf, 0])`` is ``[nan, nan]``) and an empty class axis.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_finite, check_float_array, check_int_array
+from unet_from_scratch.reference._checks import check_finite, check_float_array, check_int, check_int_array, check_real
 
 
 def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     """softmax(x)_k = exp(x_k - m) / Σ_j exp(x_j - m) along ``axis``, m = max_j x_j (same shape and dtype).
 
     Subtracting the maximum changes nothing mathematically (it cancels between numerator and denominator) but
-    keeps every exponent ≤ 0, so logits of ±1e4 neither overflow nor give 0/0.
+    keeps every exponent ≤ 0, so logits of ±1e4 neither overflow nor give 0/0. ``x`` must be finite and hold at
+    least one class along ``axis``.
     """
+    axis = _check_softmax_input(x, axis)
+    return _softmax(x, axis)
+
+
+def _check_softmax_input(x, axis) -> int:
     check_float_array(x, "x")
+    check_int(axis, "axis", minimum=None)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis must lie in [{-x.ndim}, {x.ndim}) for x of shape {x.shape}, got {axis}")
+    if x.shape[axis] == 0:
+        raise ValueError(f"x must hold at least one class along axis {axis}, got shape {x.shape}")
+    check_finite(x, "x")
+    return int(axis)
+
+
+def _softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
@@ -39,9 +58,14 @@ def log_softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     """log softmax(x)_k = (x_k - m) - log Σ_j exp(x_j - m) along ``axis``, m = max_j x_j (same shape and dtype).
 
     Never ``log(softmax(x))``: a probability that underflows to 0 would give -inf, where this gives the exact,
-    finite value (e.g. -2e4 for logits (1e4, -1e4)). The sum is ≥ 1 (its largest term is exp(0)).
+    finite value (e.g. -2e4 for logits (1e4, -1e4)). The sum is ≥ 1 (its largest term is exp(0)). ``x`` must be
+    finite and hold at least one class along ``axis``.
     """
-    check_float_array(x, "x")
+    axis = _check_softmax_input(x, axis)
+    return _log_softmax(x, axis)
+
+
+def _log_softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
@@ -66,6 +90,8 @@ def _check_logits_target(logits, target, ignore_index=None, num_labels=None) -> 
         raise ValueError(
             f"target must have shape (N, H, W) = {(n, h, w)} to match logits {logits.shape}, got {target.shape}"
         )
+    if n * h * w == 0 or c == 0:
+        raise ValueError(f"logits must hold at least one pixel and one class, got shape {logits.shape}")
     check_finite(logits, "logits")
     num_labels = c if num_labels is None else num_labels
     labels = target if ignore_index is None else target[target != ignore_index]
@@ -100,14 +126,7 @@ def _check_weights(weights, name: str, shape: tuple, dtype) -> np.ndarray | None
 
 def _check_scalar(value, name: str, minimum: float | None = None) -> float:
     """A finite real number (≥ ``minimum`` if given), as a Python float so that it keeps float32 arrays float32."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not np.isfinite(value) or (minimum is not None and value < minimum):
-        bound = "" if minimum is None else f" and ≥ {minimum}"
-        raise ValueError(f"{name} must be finite{bound}, got {value}")
-    return value
+    return check_real(value, name, minimum)
 
 
 def _one_hot(target: np.ndarray, num_classes: int, dtype) -> np.ndarray:
@@ -181,7 +200,7 @@ def cross_entropy(logits, target, pixel_weights=None, class_weights=None, ignore
     total = weight.sum()
     if total == 0:
         return dtype.type(0), np.zeros_like(logits)
-    log_p = log_softmax(logits)
+    log_p = _log_softmax(logits)
     loss = -(weight * _gather(log_p, t)).sum() / total
     share = (weight / total)[:, None]  # (N, 1, H, W)
     dlogits = share * (np.exp(log_p) - _one_hot(t, c, dtype))
@@ -216,7 +235,7 @@ def focal_loss(logits, target, alpha: float = 0.25, gamma: float = 2.0):
     alpha = _check_scalar(alpha, "alpha")
     gamma = _check_scalar(gamma, "gamma", minimum=0.0)
     pixels = n * h * w
-    log_p = log_softmax(logits)
+    log_p = _log_softmax(logits)
     p = np.exp(log_p)
     log_p_t = _gather(log_p, target)
     p_t = np.exp(log_p_t)
@@ -291,7 +310,7 @@ def dice_loss(logits, target, smooth: float = 1.0, include_background: bool = Fa
     """
     n, c, h, w = _check_logits_target(logits, target)
     smooth = _check_scalar(smooth, "smooth", minimum=0.0)
-    p = softmax(logits)
+    p = _softmax(logits)
     g = _one_hot(target, c, logits.dtype)
     intersection = (p * g).sum(axis=(2, 3))  # (N, C)
     denominator = p.sum(axis=(2, 3)) + g.sum(axis=(2, 3)) + smooth  # (N, C)
