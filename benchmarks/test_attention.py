@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.kernels.test_attention import naive_attention
+from tests.torch_attention import naive_attention
 from unet_from_scratch.reference.attention import (
     scaled_dot_product_attention,
     scaled_dot_product_attention_backward,

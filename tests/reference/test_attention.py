@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,9 +11,10 @@ from tests.helpers import (
     assert_close,
     assert_matches_finite_differences,
     assert_matches_torch,
-    float_arrays,
     float_dtypes,
+    varied_float_arrays,
 )
+from tests.torch_attention import naive_attention
 from unet_from_scratch.reference.attention import (
     scaled_dot_product_attention,
     scaled_dot_product_attention_backward,
@@ -28,7 +30,8 @@ def reference_forward_backward(q, k, v, scale, dout):
 def attention_problems(draw):
     """q (B, H, n, d), k (B, H, m, d), v (B, H, m, dv), dout (B, H, n, dv) and a scale (None = 1/√d).
 
-    Values in [-2, 2]: with d ≤ 6 and scale ≤ 1.5 the scores stay within ±36, peaked enough to exercise the
+    Values in [-2, 2], all different within each array (``varied_float_arrays``: no query whose scores are all
+    equal, where the softmax is uniform and a wrong dS would go unseen): with d ≤ 6 and scale ≤ 1.5 the scores stay within ±36, peaked enough to exercise the
     stable softmax, not so peaked that every weight is exactly 0 or 1.
     """
     dtype = draw(float_dtypes)
@@ -36,7 +39,7 @@ def attention_problems(draw):
     n, m = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     d, dv = draw(st.integers(1, 6)), draw(st.integers(1, 5))
     shapes = ((b, h, n, d), (b, h, m, d), (b, h, m, dv), (b, h, n, dv))  # q, k, v, dout
-    arrays = [draw(float_arrays(shape, dtype, bound=2.0)) for shape in shapes]
+    arrays = [draw(varied_float_arrays(shape, dtype, bound=2.0)) for shape in shapes]
     scale = draw(st.one_of(st.none(), st.floats(0.05, 1.5)))
     return (*arrays, scale)
 
@@ -48,6 +51,22 @@ def test_matches_torch_values_and_gradients(problem):
     assert_matches_torch(
         lambda q, k, v, scale, dout: reference_forward_backward(q, k, v, scale, dout),
         lambda q, k, v, scale: F.scaled_dot_product_attention(q, k, v, scale=scale),
+        [q, k, v, scale],
+        wrt=(0, 1, 2),
+        dout=dout,
+        names=["dq", "dk", "dv"],
+    )
+
+
+@given(attention_problems())
+@settings(deadline=None, max_examples=10)
+def test_matches_the_naive_torch_baseline(problem):
+    # benchmarks/test_attention.py times naive_attention against the reference and the kernel: the reference's
+    # values and gradients agree with it too, so the benchmark compares the same function.
+    q, k, v, dout, scale = problem
+    assert_matches_torch(
+        lambda q, k, v, scale, dout: reference_forward_backward(q, k, v, scale, dout),
+        naive_attention,
         [q, k, v, scale],
         wrt=(0, 1, 2),
         dout=dout,
@@ -105,3 +124,47 @@ def test_backward_rejects_wrong_dout_shape():
     _, cache = scaled_dot_product_attention(*(np.zeros((1, 1, 2, 3)) for _ in range(3)))
     with pytest.raises(ValueError, match="output's shape"):
         scaled_dot_product_attention_backward(np.zeros((1, 1, 3, 3)), cache)
+
+
+def _qkv(q_shape=(1, 1, 2, 3), k_shape=(1, 1, 2, 3), v_shape=(1, 1, 2, 3), dtype=np.float64):
+    return np.zeros(q_shape, dtype), np.zeros(k_shape, dtype), np.zeros(v_shape, dtype)
+
+
+def test_head_dim_zero_raises():
+    # The default scale 1/sqrt(d) has no value at d = 0 (it was a ZeroDivisionError).
+    with pytest.raises(ValueError, match=r"q and k must have head_dim >= 1, got q \(1, 1, 2, 0\)"):
+        scaled_dot_product_attention(*_qkv((1, 1, 2, 0), (1, 1, 2, 0)))
+
+
+def test_no_keys_raises():
+    with pytest.raises(ValueError, match=r"k and v must hold at least one key .* got k \(1, 1, 0, 3\)"):
+        scaled_dot_product_attention(*_qkv(k_shape=(1, 1, 0, 3), v_shape=(1, 1, 0, 3)))
+
+
+def test_no_queries_and_an_empty_batch_give_empty_outputs_like_torch():
+    for shapes in (((1, 1, 0, 3), (1, 1, 2, 3), (1, 1, 2, 4)), ((0, 2, 3, 3), (0, 2, 2, 3), (0, 2, 2, 4))):
+        q, k, v = (np.zeros(shape) for shape in shapes)
+        out, _ = scaled_dot_product_attention(q, k, v)
+        assert out.shape == tuple(F.scaled_dot_product_attention(*(torch.from_numpy(a) for a in (q, k, v))).shape)
+
+
+def test_scores_that_overflow_raise_instead_of_nan():
+    # Finite float64 inputs of 1e200 make scores of 1e400: infinite, and the softmax gave NaN (torch does too).
+    q, k, v = (np.full((1, 1, 2, 3), 1e200) for _ in range(3))
+    assert torch.isnan(F.scaled_dot_product_attention(*(torch.from_numpy(a) for a in (q, k, v)))).all()
+    with pytest.raises(ValueError, match="the scores scale · q kᵀ must be finite, got 4 that overflow float64"):
+        scaled_dot_product_attention(q, k, v)
+    # float32 overflows far sooner: 1e20 squared is beyond its 3.4e38.
+    with pytest.raises(ValueError, match="overflow float32"):
+        scaled_dot_product_attention(*(np.full((1, 1, 2, 3), 1e20, np.float32) for _ in range(3)))
+    # Large but representable scores are fine: the stable softmax picks the larger key exactly.
+    out, _ = scaled_dot_product_attention(
+        np.full((1, 1, 1, 1), 1e150), np.array([1e150, -1e150]).reshape(1, 1, 2, 1), np.array([3.0, 5.0]).reshape(1, 1, 2, 1)
+    )
+    assert out.item() == 3.0
+
+
+@pytest.mark.parametrize("scale, match", [(True, "scale must be a real number"), (float("nan"), "scale must be finite")])
+def test_scale_must_be_a_real_number(scale, match):
+    with pytest.raises(ValueError, match=match):
+        scaled_dot_product_attention(*_qkv(), scale=scale)

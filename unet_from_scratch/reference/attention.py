@@ -9,6 +9,11 @@ You Need", eq. 1):
 
 This file materialises S and P on purpose: it is the clear reference that the flash-attention kernel
 (``unet_from_scratch.kernels.attention``), which never holds the (n, m) matrices, is tested against.
+
+Checks (the policy of ``reference/_checks.py``): q, k and v must be finite, since one NaN or infinity spreads
+through the softmax's sum over a whole row of weights, and so must the scores: float64 values of 1e200 are
+finite, but their products overflow to infinity and the softmax would turn them into NaN. A softmax over no key
+is undefined, so at least one key is needed, and a head_dim of at least 1 (the default scale is 1/√d).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import math
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_finite, check_float_array, check_same_dtype
+from unet_from_scratch.reference._checks import check_finite, check_float_array, check_real, check_same_dtype
 
 _LAYOUT = "(batch, heads, seq, head_dim)"
 
@@ -49,12 +54,19 @@ def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, sc
         raise ValueError(f"q and k must share head_dim, got q {q.shape} and k {k.shape}")
     if k.shape[2] != v.shape[2]:
         raise ValueError(f"k and v must share seq (one value per key), got k {k.shape} and v {v.shape}")
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[3])
-    if not math.isfinite(scale):
-        raise ValueError(f"scale must be a finite number, got {scale}")
+    if q.shape[3] == 0:
+        raise ValueError(f"q and k must have head_dim >= 1, got q {q.shape} and k {k.shape}")
+    if k.shape[2] == 0:
+        raise ValueError(f"k and v must hold at least one key (a softmax over none is undefined), got k {k.shape}")
+    scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else check_real(scale, "scale")
 
-    s = scale * (q @ np.swapaxes(k, -1, -2))  # (B, H, n, m)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = scale * (q @ np.swapaxes(k, -1, -2))  # (B, H, n, m)
+    if not np.all(np.isfinite(s)):
+        raise ValueError(
+            f"the scores scale · q kᵀ must be finite, got {s.size - np.count_nonzero(np.isfinite(s))} that overflow "
+            f"{s.dtype} (largest |q| {np.abs(q).max():.3g}, |k| {np.abs(k).max():.3g}, scale {scale:.3g})"
+        )
     e = np.exp(s - s.max(axis=-1, keepdims=True))
     p = e / e.sum(axis=-1, keepdims=True)  # (B, H, n, m)
     out = p @ v  # (B, H, n, dv)
