@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from unet_from_scratch.reference.weight_map import (
+    MIN_SIGMA,
     TOLERANCE,
     separation_border,
     unet_weight_map,
@@ -271,6 +272,8 @@ def test_separation_border_matches_loops_and_leaves_no_contact(labels):
         (np.zeros((2, 4, 4), dtype=np.int32), r"2 dimensions \(H, W\)"),
         (np.zeros(4, dtype=np.int32), r"2 dimensions \(H, W\)"),
         ([[0, 1], [1, 0]], "numpy array"),
+        (np.zeros((0, 0), dtype=np.int32), r"instances must be a non-empty \(H, W\) image, got shape \(0, 0\)"),
+        (np.zeros((0, 5), dtype=bool), r"non-empty \(H, W\) image, got shape \(0, 5\)"),
     ],
 )
 def test_bad_label_images_raise(weight_map, instances, match):
@@ -286,6 +289,9 @@ def test_bad_label_images_raise(weight_map, instances, match):
         (dict(w0=float("inf")), "w0"),
         (dict(sigma=0.0), "sigma"),
         (dict(sigma=float("nan")), "sigma"),
+        (dict(sigma=1e-200), r"sigma must be finite and ≥ 0.01, got 1e-200"),  # was a ZeroDivisionError
+        (dict(sigma=True), "sigma must be a real number, got True"),
+        (dict(w0=10**400), "w0 must be finite"),
         (dict(class_weights="inverse"), "class_weights"),
         (dict(class_weights=(1.0, 2.0, 3.0)), "class_weights"),
         (dict(class_weights=(1.0, -2.0)), "class_weights"),
@@ -295,6 +301,23 @@ def test_bad_label_images_raise(weight_map, instances, match):
 def test_bad_parameters_raise(weight_map, kwargs, match):
     with pytest.raises(ValueError, match=match):
         weight_map(two_squares()[0], **kwargs)
+
+
+@pytest.mark.parametrize("weight_map", [unet_weight_map, unet_weight_map_naive])
+def test_extreme_but_valid_parameters_give_the_formula(weight_map):
+    labels, (_, a_last), (b_first, _) = two_squares(side=5, gap=5, margin=3)
+    row, col = 5, a_last + 2  # in the gap: 2 px from square a, 4 px from square b
+    # w0 = 1e308 overflowed in the window margin (an OverflowError); the map is finite and follows the formula.
+    w = weight_map(labels, w0=1e308, class_weights=None)
+    assert np.all(np.isfinite(w))
+    assert w[row, col] == pytest.approx(1.0 + paper_term(2.0, 4.0, w0=1e308), rel=1e-12)
+    # The smallest sigma: the border term underflows to exactly 0, the map is the class weights alone.
+    np.testing.assert_array_equal(weight_map(labels, sigma=MIN_SIGMA, class_weights=None), np.ones(labels.shape))
+    # Just above it the term is tiny but computed: sigma = 1 gives exp(-18) at that pixel.
+    assert weight_map(labels, sigma=1.0, class_weights=None)[row, col] == pytest.approx(1 + paper_term(2, 4, sigma=1))
+    assert weight_map(labels, w0=np.int64(10), sigma=np.float32(5.0), class_weights=None)[row, col] == pytest.approx(
+        1 + paper_term(2.0, 4.0)
+    )
 
 
 def test_separation_border_refuses_a_bool_mask():

@@ -81,7 +81,10 @@ def check_real(
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a real number, got {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a Python int beyond float range, e.g. 10**400
+        number = math.inf
     bounds = []
     if minimum is not None:
         bounds.append(f"≥ {minimum}")

@@ -16,7 +16,11 @@ Conventions:
 - Input. An integer array is an instance label image: 0 is background, every positive id one cell (ids need not be
   contiguous; pixels sharing an id are one cell even if they are not connected). A bool array is a binary mask and
   is split into cells by 8-connected components. A 0/1 integer mask is an integer array, i.e. one cell with id 1:
-  pass ``mask.astype(bool)`` to have it split. Float or negative label images raise ValueError.
+  pass ``mask.astype(bool)`` to have it split. Float or negative label images raise ValueError, and so does an
+  empty image (H or W = 0): it has no class weights to balance.
+- Parameters: ``w0`` any finite number >= 0; ``sigma`` finite and >= ``MIN_SIGMA`` (0.01 pixel). Below it the
+  border term is exactly 0 in float64 whatever w0: on a background pixel d1 + d2 >= 2, so the exponent is at most
+  -2 / sigma^2 = -2e4; pass ``w0=0`` to switch the term off instead.
 - Fewer than two cells: there is no second nearest cell, so the border term is 0 and w = w_c.
 - Touching cells: the map does not separate them. The paper's masks have a background gap between touching cells;
   ``separation_border`` carves one, and is meant to be applied first.
@@ -49,7 +53,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from unet_from_scratch.reference._checks import check_int_array
+from unet_from_scratch.reference._checks import check_int_array, check_real
 from unet_from_scratch.reference.class_weights import METHODS, class_weights_from_counts
 
 # Largest difference allowed between unet_weight_map and unet_weight_map_naive (ten times below the 1e-4 the
@@ -58,19 +62,22 @@ TOLERANCE = 1e-5
 
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
+# The smallest sigma accepted, in pixels (module docstring: below it the border term is 0 for any w0).
+MIN_SIGMA = 0.01
+
 
 def _check_instances(instances) -> np.ndarray:
     check_int_array(instances, "instances", ndim=2, layout="(H, W)")
     if instances.dtype != np.bool_ and instances.size and instances.min() < 0:
         raise ValueError(f"instances must be >= 0 (0 = background, 1.. = cells), got minimum {instances.min()}")
+    if instances.size == 0:
+        raise ValueError(f"instances must be a non-empty (H, W) image, got shape {instances.shape}")
     return instances
 
 
 def _check_params(w0, sigma, class_weights) -> None:
-    if not (isinstance(w0, (int, float, np.integer, np.floating)) and math.isfinite(w0) and w0 >= 0):
-        raise ValueError(f"w0 must be a finite number >= 0, got {w0!r}")
-    if not (isinstance(sigma, (int, float, np.integer, np.floating)) and math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    check_real(w0, "w0", minimum=0.0)
+    check_real(sigma, "sigma", minimum=MIN_SIGMA)
     if class_weights is None or (isinstance(class_weights, str) and class_weights in METHODS):
         return
     if isinstance(class_weights, str):
@@ -139,7 +146,7 @@ def window_margin(w0: float, sigma: float, tol: float = TOLERANCE) -> int:
     """
     if w0 <= tol:
         return 0
-    reach = sigma * math.sqrt(2.0 * math.log(w0 / tol))
+    reach = sigma * math.sqrt(2.0 * (math.log(w0) - math.log(tol)))  # w0 / tol would overflow for w0 near 1e308
     return max(0, math.floor(reach - 1.0))
 
 
