@@ -1,5 +1,5 @@
-"""dropout and its backward: kept fraction and expectation within binomial bounds, the same statistics as
-torch.nn.Dropout, identity in evaluation, the gradient by finite differences, bad input.
+"""dropout and its backward: kept fraction and expectation within binomial bounds, independent mask entries, the
+kept value torch.nn.Dropout keeps, identity in evaluation, the gradient by finite differences, bad input.
 
 Bounds are 5 standard errors of a binomial: the kept count of n values is Binomial(n, 1 - p), so the kept
 fraction has standard error sqrt(p (1 - p) / n). Seeds are fixed, so a correct sampler never leaves them.
@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from tests.helpers import assert_close, assert_matches_finite_differences
 from unet_from_scratch.reference.dropout import dropout, dropout_backward
@@ -41,17 +42,22 @@ def test_expectation_is_preserved(p):
 
 
 @pytest.mark.parametrize("p", PS)
-def test_same_statistics_as_torch_dropout(p):
-    ours, _ = dropout(np.ones(N, np.float32), p, np.random.default_rng(4))
-    torch.manual_seed(4)
-    theirs = torch.nn.Dropout(p).train()(torch.ones(N)).numpy()
-    # Each kept fraction within the binomial bound of 1 - p, and of each other (the difference of two
-    # independent fractions has standard error sqrt(2) times one's).
-    ours_kept, theirs_kept = np.mean(ours != 0), np.mean(theirs != 0)
-    assert abs(theirs_kept - (1 - p)) < kept_fraction_bound(p, N)
-    assert abs(ours_kept - theirs_kept) < math.sqrt(2) * kept_fraction_bound(p, N)
-    # The same scale on what is kept (float32 rounding of 1 / (1 - p) aside).
-    assert_close(np.unique(ours[ours != 0]), np.unique(theirs[theirs != 0]), name="kept value")
+def test_mask_entries_are_independent_and_kept_values_are_torchs(p):
+    # Disjoint pairs of neighbours along each axis: for independent Bernoulli(1 - p) entries the four outcomes
+    # (kept, kept), (kept, dropped), (dropped, kept), (dropped, dropped) have probabilities q², qp, pq, p²
+    # (q = 1 - p). A mask repeated along an axis, or one drawn per row, fails this chi-square test.
+    x = np.ones((64, 64, 50), np.float32)
+    y, mask = dropout(x, p, np.random.default_rng(4))
+    q = 1 - p
+    for axis in range(3):
+        along = np.moveaxis(mask, axis, 0)
+        first, second = along[0::2].ravel(), along[1::2].ravel()
+        observed = [np.sum(first & second), np.sum(first & ~second), np.sum(~first & second), np.sum(~first & ~second)]
+        expected = np.array([q * q, q * p, p * q, p * p]) * first.size
+        assert stats.chisquare(observed, expected).pvalue > 1e-4, f"axis {axis}: {observed} vs {expected}"
+    # The kept value is 1 / (1 - p) rounded to float32 as torch rounds it.
+    torch_kept = torch.nn.Dropout(p).train()(torch.ones(10_000)).numpy()
+    np.testing.assert_array_equal(np.unique(y[mask]), np.unique(torch_kept[torch_kept != 0]))
 
 
 @pytest.mark.parametrize("p, training", [(0.5, False), (0.0, True), (0.0, False)])
