@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from unet_from_scratch.reference._checks import check_int, check_range, check_real, is_int
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -95,11 +97,26 @@ def _resample(sample: Sample, coords: np.ndarray) -> Sample:
     return Sample(image, read(sample.labels, 0), weights)
 
 
+def _size_pair(value, name: str) -> tuple[int, int]:
+    """An int or a pair of ints (NumPy integers too), each >= 1 -> (h, w)."""
+    if is_int(value):
+        value = (value, value)
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) and v >= 1 for v in value)):
+        raise ValueError(f"{name} must be a positive int or a pair (h, w) of them, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
 def warp(sample: Sample, displacement: np.ndarray) -> Sample:
-    """Every field of ``sample`` read at (row + dy, col + dx) for ``displacement`` (2, H, W) = (dy, dx) in pixels."""
+    """Every field of ``sample`` read at (row + dy, col + dx) for ``displacement`` (2, H, W) = (dy, dx) in pixels.
+
+    The displacement must be finite (a NaN position reads as 0, silently, in ``map_coordinates``).
+    """
     height, width = _same_size(sample)
-    if displacement.shape != (2, height, width):
-        raise ValueError(f"displacement must be (2, {height}, {width}), got shape {displacement.shape}")
+    if not isinstance(displacement, np.ndarray) or displacement.shape != (2, height, width):
+        raise ValueError(f"displacement must be (2, {height}, {width}), got shape {np.shape(displacement)}")
+    if not np.all(np.isfinite(displacement)):
+        bad = displacement.size - np.count_nonzero(np.isfinite(displacement))
+        raise ValueError(f"displacement must be finite, got {bad} NaN or infinite value(s)")
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
     return _resample(sample, np.stack([rows + displacement[0], cols + displacement[1]]))
 
@@ -124,9 +141,12 @@ class RandomFlip:
 
     p: float = 0.5
 
+    def __post_init__(self):
+        self.p = check_real(self.p, "p", 0.0, 1.0)
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         _same_size(sample)
-        flip_rows, flip_cols = rng.random(2) < self.p
+        flip_rows, flip_cols = rng.random(2) < self.p  # one draw per axis: the two flips are independent
         if flip_rows:
             sample = _apply(sample, np.flipud)
         if flip_cols:
@@ -151,6 +171,12 @@ class RandomAffine:
     degrees: float = 10.0
     zoom: tuple[float, float] = (0.9, 1.1)
 
+    def __post_init__(self):
+        self.degrees = check_real(self.degrees, "degrees", 0.0)
+        self.zoom = check_range(self.zoom, "zoom", 0.0)
+        if self.zoom[0] <= 0:
+            raise ValueError(f"zoom must be a pair (low, high) of factors > 0, got {self.zoom!r}")
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         height, width = _same_size(sample)
         angle = math.radians(rng.uniform(-self.degrees, self.degrees))
@@ -171,6 +197,10 @@ class RandomContrast:
     gain: tuple[float, float] = (0.8, 1.25)
     bias: tuple[float, float] = (-0.1, 0.1)
 
+    def __post_init__(self):
+        self.gain = check_range(self.gain, "gain", 0.0)
+        self.bias = check_range(self.bias, "bias")
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         gain, bias = rng.uniform(*self.gain), rng.uniform(*self.bias)
         mean = sample.image.mean(axis=(1, 2), keepdims=True)
@@ -190,6 +220,10 @@ class ElasticDeform:
     sigma: float = 10.0
     grid: int = 3
 
+    def __post_init__(self):
+        self.sigma = check_real(self.sigma, "sigma", 0.0)
+        self.grid = check_int(self.grid, "grid", minimum=2)
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         coarse = rng.normal(0.0, self.sigma, size=(2, self.grid, self.grid))
         return warp(sample, elastic_displacement(coarse, _same_size(sample)))
@@ -207,12 +241,15 @@ class RandomCrop:
     size: int | tuple[int, int]
     margin: int = 0
 
+    def __post_init__(self):
+        self.size = _size_pair(self.size, "size")
+        self.margin = check_int(self.margin, "margin", minimum=0)
+
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         height, width = _same_size(sample)
-        h, w = (self.size, self.size) if isinstance(self.size, int) else self.size
-        m = self.margin
-        if not (0 < h <= height and 0 < w <= width) or m < 0:
-            raise ValueError(f"crop {(h, w)} must fit in the sample {(height, width)} and margin be >= 0, got {m}")
+        (h, w), m = self.size, self.margin
+        if not (h <= height and w <= width):
+            raise ValueError(f"crop {(h, w)} must fit in the sample {(height, width)}")
         top, left = int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1))
         # In the padded image the target window [top, top + h) sits at top + m, so its wider image window starts at top.
         padded = np.pad(sample.image, ((0, 0), (m, m), (m, m)), mode="symmetric")
@@ -232,9 +269,12 @@ class MirrorPad:
 
     input_size: int | tuple[int, int]
 
+    def __post_init__(self):
+        self.input_size = _size_pair(self.input_size, "input_size")
+
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         height, width = _same_size(sample)
-        h, w = (self.input_size, self.input_size) if isinstance(self.input_size, int) else self.input_size
+        h, w = self.input_size
         dh, dw = h - height, w - width
         if dh < 0 or dw < 0 or dh % 2 or dw % 2:
             raise ValueError(
