@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
@@ -99,11 +99,49 @@ def test_parameters_override_the_preset():
         (dict(n_images=1, size=4), "size"),
         (dict(n_images=1, seed=-1), "seed"),
         (dict(n_images=1, radius_max=3), "unknown SyntheticCells parameter"),
+        (dict(n_images=True), "n_images must be a positive integer, got True"),
+        (dict(n_images=1, size=(16, 8.5)), "size must be an int or a pair"),
+        (dict(n_images=1, coverage=1e9), "coverage must be finite and > 0.0 and ≤ 1.0, got 1000000000.0"),  # was a hang
+        (dict(n_images=1, coverage=0.0), "coverage must be finite and > 0.0 and ≤ 1.0, got 0.0"),
+        (dict(n_images=1, radius=(0, 0)), r"radius\[0\] must be finite and ≥ 1.0, got 0"),  # ZeroDivisionError
+        (dict(n_images=1, radius=(-5, -1)), r"radius\[0\] must be finite and ≥ 1.0, got -5"),
+        (dict(n_images=1, radius=(9.0, 4.0)), "low <= high"),
+        (dict(n_images=1, radius=5.0), r"radius must be a pair \(low, high\)"),
+        (dict(n_images=1, noise=float("nan")), "noise must be finite"),  # was a NaN image
+        (dict(n_images=1, blur=-1), "blur must be finite and ≥ 0.0, got -1"),
+        (dict(n_images=1, irregularity=0.5), "irregularity must be finite and ≥ 0.0 and < 0.333"),
+        (dict(n_images=1, gap=(-1.0, 0.0)), "gap must be a pair"),
+        (dict(n_images=1, touching=1.5), "touching must be finite and ≥ 0.0 and ≤ 1.0"),
+        (dict(n_images=1, brightness=(0.5, 1.5)), r"brightness\[1\] must be finite"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         SyntheticCells(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_numpy_integers_are_integers():
+    ds = SyntheticCells(np.int64(2), size=(np.int64(32), 40), seed=np.uint8(3))
+    assert len(ds) == 2 and ds.size == (32, 40)
+    np.testing.assert_array_equal(ds[1][1], SyntheticCells(2, size=(32, 40), seed=3)[1][1])
+
+
+FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)
+
+
+@settings(deadline=None, max_examples=20)
+@given(seed=st.integers(0, 2**31 - 1), size=st.sampled_from([64, 128, 256]), preset=st.sampled_from(["touching", "sparse"]))
+@example(seed=34, size=256, preset="touching")  # a later cell cut an earlier one in two here
+def test_every_instance_id_is_one_connected_object(seed, size, preset):
+    _, instances = SyntheticCells(1, size=size, seed=seed, preset=preset)[0]
+    for k in range(1, instances.max() + 1):
+        assert ndimage.label(instances == k, structure=FOUR_NEIGHBOURS)[1] == 1, f"cell {k} is not one piece"
+
+
+def test_full_coverage_ends_quickly_and_stays_in_range():
+    _, instances = SyntheticCells(1, size=64, seed=0, coverage=1.0)[0]
+    assert 0.45 < np.mean(instances > 0) <= 1.0
 
 
 def test_index_out_of_range_raises():

@@ -13,7 +13,8 @@ draws exactly that, so every command runs with no download:
    earlier one, at (r1 + r2) * (1 + g) from its centre with the gap g slightly negative (they overlap and so touch)
    or slightly positive (they nearly touch); the others are placed at random, clear of every cell. Where two cells
    overlap, a pixel belongs to the one in which its d is smaller, so touching cells share a border line instead of
-   one swallowing the other.
+   one swallowing the other. A cell that would cut an earlier one in two, or be cut itself, is not placed: every
+   instance id is one 4-connected object.
 2. Image. Each cell has its own brightness, dimmed towards its edge (a factor 1 - edge_darkening * d^4, the dark
    line between touching cells) and a fine texture; the background is dim and flat. Optional DIC-like relief mixes
    in the directional derivative of the smoothed intensity (differential interference contrast shows cells as
@@ -32,6 +33,8 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from scipy import ndimage
+
+from unet_from_scratch.reference._checks import check_int, check_range, check_real, is_int
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,27 @@ PRESETS = {
 # A cell may share at most this fraction of its pixels with earlier cells (more would hide it).
 _MAX_OVERLAP = 0.3
 
+_FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)
+
+
+def _check_params(p: CellParams) -> None:
+    """Every field of ``p`` finite and in its range; ValueError naming the field otherwise."""
+    check_range(p.radius, "radius", 1.0)  # a cell under a pixel across is no cell
+    check_range(p.elongation, "elongation", 1.0)
+    check_real(p.irregularity, "irregularity", 0.0, below=1 / 3)  # 3 harmonics: the outline stays > 0
+    check_real(p.coverage, "coverage", maximum=1.0, above=0.0)
+    check_real(p.max_foreground, "max_foreground", maximum=1.0, above=0.0)
+    check_real(p.touching, "touching", 0.0, 1.0)
+    check_range(p.gap, "gap")
+    if p.gap[0] <= -1:
+        raise ValueError(f"gap must be a pair (low, high) of relative gaps > -1, got {p.gap!r}")
+    check_real(p.background, "background", 0.0, 1.0)
+    check_range(p.brightness, "brightness", 0.0, 1.0)
+    for name in ("edge_darkening", "dic"):
+        check_real(getattr(p, name), name, 0.0, 1.0)
+    for name in ("texture", "illumination", "blur", "noise"):
+        check_real(getattr(p, name), name, 0.0)
+
 
 class SyntheticCells:
     """``n_images`` deterministic synthetic microscopy images with instance labels.
@@ -90,13 +114,11 @@ class SyntheticCells:
     in_channels = 1
 
     def __init__(self, n_images: int, size=256, seed: int = 0, preset: str = "touching", **params):
-        if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
-            raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
-        height, width = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-        if height < 8 or width < 8:
-            raise ValueError(f"size must be at least 8x8, got {size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        check_int(n_images, "n_images")
+        height, width = (size, size) if is_int(size) else tuple(size) if isinstance(size, (tuple, list)) else (0, 0)
+        if not (is_int(height) and is_int(width) and height >= 8 and width >= 8):
+            raise ValueError(f"size must be an int or a pair (H, W) of ints, at least 8x8, got {size!r}")
+        check_int(seed, "seed", minimum=0)
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
         known = {f.name for f in fields(CellParams)}
@@ -108,6 +130,7 @@ class SyntheticCells:
         self.seed = int(seed)
         self.preset = preset
         self.params = replace(PRESETS[preset], **params)
+        _check_params(self.params)
 
     def __len__(self) -> int:
         return self.n_images
@@ -144,7 +167,9 @@ def _draw_instances(rng: np.random.Generator, size, p: CellParams) -> tuple[np.n
     labels = np.zeros(size, dtype=np.int32)
     distance = np.full(size, np.inf)
     centres: list[tuple[float, float, float]] = []  # (y, x, mean radius) of each committed cell
-    target, budget = p.coverage * height * width, p.max_foreground * height * width
+    boxes: list[tuple[int, int, int, int]] = []  # (y0, y1, x0, x1) around each committed cell's pixels
+    budget = p.max_foreground * height * width
+    target = min(p.coverage * height * width, budget)  # placing stops at whichever comes first
     area = 0
     mean_area = math.pi * (sum(p.radius) / 2) ** 2
     for _ in range(int(40 * max(1.0, target / mean_area))):
@@ -181,15 +206,40 @@ def _draw_instances(rng: np.random.Generator, size, p: CellParams) -> tuple[np.n
         if not anchored and np.any((d < 1 + 2 / min(a, b)) & (box_labels > 0)):
             continue  # a freely placed cell keeps a gap of about 2 px: only anchored cells touch on purpose
         owned = inside & (d < box_distance)
-        box_labels[owned] = len(centres) + 1
+        cell_id = len(centres) + 1
+        if not _stays_connected(labels, boxes, (y0, y1, x0, x1), owned, cell_id):
+            continue
+        box_labels[owned] = cell_id
         box_distance[owned] = d[owned]
         centres.append((cy, cx, radius))
+        boxes.append((y0, y1, x0, x1))
         area += new
     # A cell wholly overpainted by later ones leaves its id unused: renumber the survivors 1..K.
     present = np.unique(labels[labels > 0])
     lookup = np.zeros(len(centres) + 1, dtype=np.int32)
     lookup[present] = np.arange(1, present.size + 1, dtype=np.int32)
     return lookup[labels], distance
+
+
+def _stays_connected(labels: np.ndarray, boxes, box, owned: np.ndarray, cell_id: int) -> bool:
+    """Whether painting ``owned`` (a mask over ``box`` = (y0, y1, x0, x1)) as ``cell_id`` leaves the new cell and
+    every earlier cell it takes pixels from one 4-connected object each."""
+    y0, y1, x0, x1 = box
+    if ndimage.label(owned, structure=_FOUR_NEIGHBOURS)[1] != 1:
+        return False
+    for k in np.unique(labels[y0:y1, x0:x1][owned]):
+        if k == 0:
+            continue
+        ky0, ky1, kx0, kx1 = boxes[k - 1]
+        region = labels[ky0:ky1, kx0:kx1] == k
+        taken = np.zeros_like(region)
+        # The part of the new cell's box that overlaps cell k's box, in cell k's box coordinates.
+        oy0, oy1, ox0, ox1 = max(y0, ky0), min(y1, ky1), max(x0, kx0), min(x1, kx1)
+        if oy0 < oy1 and ox0 < ox1:
+            taken[oy0 - ky0 : oy1 - ky0, ox0 - kx0 : ox1 - kx0] = owned[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0]
+        if ndimage.label(region & ~taken, structure=_FOUR_NEIGHBOURS)[1] != 1:
+            return False
+    return True
 
 
 def _render_image(rng: np.random.Generator, instances, distance, p: CellParams) -> np.ndarray:
