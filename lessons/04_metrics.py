@@ -131,7 +131,7 @@ print("  (the shifted cell even has about the accuracy of predicting nothing: ac
 section("instance F1 for touching cells")
 big = (yy - 64) ** 2 + (xx - 54) ** 2 < 14**2
 small = (yy - 64) ** 2 + (xx - 77) ** 2 < 10**2
-instances = np.where(small, 2, np.where(big, 1, 0))  # the discs overlap: cell 2 drawn over cell 1, they touch
+instances = np.where(small, 2, np.where(big, 1, 0)).astype(np.int32)  # cell 2 drawn over cell 1: they touch
 foreground = (instances > 0).astype(np.int64)
 merged = foreground.copy()  # one blob
 separated = (separation_border(instances) > 0).astype(np.int64)
