@@ -209,3 +209,57 @@ def test_channel_count_must_agree(folder):
     for stem in "ab":
         save_png(folder / "masks" / f"{stem}.png", np.zeros((8, 8), np.uint8))
     raises(ValueError, folder, "b.png has 3 channel(s)")
+
+
+# --- values and files that decode but must not be used -------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_tiff_with_non_finite_values(folder, rng, bad):
+    stack = rng.uniform(0, 1, (3, 8, 8)).astype(np.float32)
+    stack[2, 4, 5] = bad
+    tifffile.imwrite(folder / "images" / "f.tif", stack, photometric="minisblack")
+    tifffile.imwrite(folder / "masks" / "f.tif", np.zeros((3, 8, 8), np.uint8), photometric="minisblack")
+    raises(ValueError, folder, f"image {folder / 'images' / 'f.tif'} page 2 holds 1 NaN or infinite value(s)")
+
+
+def _truncate_to_its_first_page(path):
+    """Cut a tifffile-written stack right after its first page's data: the later pages' directories are lost."""
+    with tifffile.TiffFile(path) as tif:
+        first = tif.pages[0]
+        end = first.dataoffsets[-1] + first.databytecounts[-1]
+    path.write_bytes(path.read_bytes()[:end])
+
+
+def test_truncated_tiff_stacks_are_refused_not_cut_short(folder, rng):
+    # Image and mask truncated alike, so the page counts still agree: tifffile reads the first page and only logs
+    # the rest as lost. Three of four samples would have vanished without an error.
+    tifffile.imwrite(folder / "images" / "s.tif", rng.integers(0, 256, (4, 16, 16), dtype=np.uint8), photometric="minisblack")
+    tifffile.imwrite(folder / "masks" / "s.tif", np.zeros((4, 16, 16), np.uint8), photometric="minisblack")
+    assert len(FolderDataset(folder)) == 4
+    for name in ("images", "masks"):
+        _truncate_to_its_first_page(folder / name / "s.tif")
+    with tifffile.TiffFile(folder / "images" / "s.tif") as tif:
+        assert len(tif.pages) == 1  # what tifffile itself makes of it
+    raises(ValueError, folder, f"cannot read {folder / 'images' / 's.tif'} whole")
+    raises(ValueError, folder, "only 1 page(s) readable")
+
+
+def test_jpeg_data_under_a_png_name_is_refused_as_a_mask(folder, rng):
+    save_png(folder / "images" / "a.png", rng.integers(0, 256, (16, 16), dtype=np.uint8))
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).save(folder / "masks" / "a.png", format="JPEG")
+    raises(ValueError, folder, f"mask {folder / 'masks' / 'a.png'} holds JPEG data")
+
+
+def test_a_lossy_0_255_mask_names_the_in_between_values(folder, rng):
+    # A 0/255 mask that went through JPEG and was then saved as PNG: 255 is a legal value of a binary mask, the
+    # values between 1 and 254 are the problem, and the message says so.
+    save_png(folder / "images" / "a.png", rng.integers(0, 256, (16, 16), dtype=np.uint8))
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255
+    mask[4, 4:12], mask[11, 6] = 200, 37  # what a JPEG round trip leaves along the square's edge
+    save_png(folder / "masks" / "a.png", mask)
+    raises(ValueError, folder, "is not a clean 0/255 or class-index mask: 9 pixel(s) hold values between 1 and 254 (37, 200)")
+    raises(ValueError, folder, "lossy (JPEG) compression")

@@ -11,12 +11,16 @@ Images: PNG, TIFF or JPEG, read with Pillow (PNG, JPEG) or tifffile (TIFF).
 - Grey images give one channel, colour images three (alpha dropped, palettes expanded); every image of the folder
   must have the same number of channels.
 - Integer pixel values are divided by the largest value of their type (uint8 by 255, uint16 by 65535), so they lie
-  in [0, 1]; float images are kept as they are. ``ds[i]`` returns float32 (C, H, W).
+  in [0, 1]; float images are kept as they are, and must be finite (NaN or infinity is refused, naming the file
+  and page). ``ds[i]`` returns float32 (C, H, W).
 - A multi-page TIFF is a stack: each page is one sample, in page order, and its mask must be a TIFF with the same
   number of pages. (tifffile writes a 3- or 4-plane array as one RGB(A) page unless told
-  ``photometric="minisblack"``; a TIFF page is one image whatever its channels.)
+  ``photometric="minisblack"``; a TIFF page is one image whatever its channels.) A stack that tifffile can only
+  read in part (a truncated file: it logs the problem and returns the pages before it) is refused, image and mask
+  alike, instead of silently losing its last pages.
 
-Masks: PNG or TIFF (JPEG is refused: its lossy compression invents label values at every edge), one channel, integer
+Masks: PNG or TIFF (JPEG is refused, by suffix and by content, a JPEG stream under a ``.png`` name included: its
+lossy compression invents label values at every edge), one channel, integer
 values (a palette PNG is read as its palette indices, the usual way of storing class masks). ``mask_kind`` says what
 the values mean:
 - ``"classes"`` (the default): each value is a class index into ``class_names`` (default background/foreground),
@@ -29,6 +33,8 @@ the values mean:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +74,11 @@ class FolderDataset:
                 raise ValueError(f"{image_path} has {len(images)} page(s) but its mask {mask_path} has {len(masks)}")
             for page, (image, mask) in enumerate(zip(images, masks)):
                 image = _channels_first(image, image_path)
+                if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+                    bad = image.size - np.count_nonzero(np.isfinite(image))
+                    raise ValueError(
+                        f"image {image_path} page {page} holds {bad} NaN or infinite value(s); expected finite values"
+                    )
                 if image.shape[1:] != mask.shape:
                     raise ValueError(
                         f"size mismatch: {image_path} page {page} is {image.shape[1:]} but {mask_path} is {mask.shape}"
@@ -103,6 +114,15 @@ class FolderDataset:
         num_classes = len(self.class_names)
         if num_classes == 2 and np.all((mask == 0) | (mask == 255)):
             return (mask == 255).astype(np.int32)
+        between = (mask > 0) & (mask < 255) & (mask >= num_classes)
+        if high == 255 and np.any(between):
+            values = np.unique(mask[between])
+            raise ValueError(
+                f"mask {path} is not a clean 0/255 or class-index mask: {np.count_nonzero(between)} pixel(s) hold "
+                f"values between 1 and 254 ({', '.join(str(v) for v in values[:3])}{', ...' if values.size > 3 else ''})"
+                f", as lossy (JPEG) compression leaves at edges; expected the classes 0..{num_classes - 1} "
+                f"{self.class_names}" + (" or 0/255" if num_classes == 2 else "")
+            )
         if low < 0 or high >= num_classes:
             bad = low if low < 0 else high
             hint = "; pass mask_kind='instances' if it holds object ids" if high > 1 and low >= 0 else ""
@@ -149,21 +169,45 @@ def _pairs(root: Path) -> list[tuple[Path, Path]]:
 
 def _read_pages(path: Path, mask: bool) -> list[np.ndarray]:
     """Every page of an image or ``mask`` file as an array (H, W) or (H, W, C), in the file's dtype."""
+    file_format, problems = None, []
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            with tifffile.TiffFile(path) as tif:
+            with _tifffile_problems() as problems, tifffile.TiffFile(path) as tif:
                 pages = [_tiff_page(page) for page in tif.pages]
         else:
             with Image.open(path) as image:
+                file_format = image.format
                 image.load()  # decode now: a truncated file must fail here, naming itself
                 pages = [_pillow_array(image, mask)]
     # Decoders fail in many ways on a corrupt file (OSError, SyntaxError, struct.error, TiffFileError, ...): any
     # of them means this file cannot be read, and the message must say which file.
     except Exception as error:
         raise ValueError(f"cannot read {path}: {error}") from error
+    if problems:  # tifffile read what it could and logged the rest: pages were lost
+        raise ValueError(f"cannot read {path} whole: {problems[0]} (only {len(pages)} page(s) readable; truncated?)")
+    if mask and file_format == "JPEG":
+        raise ValueError(
+            f"mask {path} holds JPEG data: its lossy compression invents label values at every edge; "
+            f"save the mask as PNG or TIFF"
+        )
     if not pages:
         raise ValueError(f"cannot read {path}: the file holds no image")
     return pages
+
+
+@contextlib.contextmanager
+def _tifffile_problems():
+    """Collect the messages tifffile logs at WARNING or above while reading (it logs a truncated stack's lost pages
+    and carries on) -> a list, filled when the block ends."""
+    problems: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: problems.append(record.getMessage().replace("\n", " "))
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield problems
+    finally:
+        logger.removeHandler(handler)
 
 
 def _tiff_page(page) -> np.ndarray:
