@@ -17,6 +17,9 @@ truth that the torch modules and the Triton kernels are tested against. One idea
 ``class_weights``   balanced and median-frequency class weights
 ``weight_map``      the U-Net paper's pixel weight map, exact and fast, and the separation border
 ==================  ===========================================================================
+
+Bad input raises a one-line ValueError that names what was expected and what came. Which inputs are checked for
+NaN and infinity, and which are not, is one policy for every module, written down in ``_checks.py``.
 """
 
 from unet_from_scratch.reference.attention import scaled_dot_product_attention, scaled_dot_product_attention_backward
