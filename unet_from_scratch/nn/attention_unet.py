@@ -49,6 +49,7 @@ class AttentionUNet(SegmentationModel):
     """
 
     extra_convs = 2  # the extra conv block before the output
+    name = "attention-unet"
 
     def __init__(
         self,
@@ -63,6 +64,7 @@ class AttentionUNet(SegmentationModel):
         attention_min_stride: int = 8,
     ):
         super().__init__(in_channels, num_classes, depth, base_channels, padding)
+        self._record_config(locals())
         if not isinstance(attention_min_stride, int) or attention_min_stride < 1:
             raise ValueError(f"attention_min_stride must be a positive integer, got {attention_min_stride!r}")
         widths = [base_channels * 2**level for level in range(depth + 1)]  # 64, 128, 256, 512, 1024

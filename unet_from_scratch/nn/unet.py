@@ -200,11 +200,16 @@ class SegmentationModel(nn.Module):
     - ``output_size(n)`` / ``valid_input_size(n)`` for this model's depth and padding; a forward on any other
       size raises ValueError naming the nearest valid sizes.
 
+    - ``config``: the constructor's arguments with the model's ``name``, plain values only, so
+      ``nn.from_config(model.config)`` builds the same architecture (a checkpoint stores it beside the weights).
+
     A subclass builds its layers and calls ``self._prepare(x)`` at the start of its ``forward``. ``extra_convs``
-    counts the 3x3 convolutions it adds after the expanding path, for the size arithmetic.
+    counts the 3x3 convolutions it adds after the expanding path, for the size arithmetic. It sets ``name`` and
+    calls ``self._record_config(locals())`` in its ``__init__``.
     """
 
     extra_convs = 0
+    name = ""
 
     def __init__(self, in_channels: int, num_classes: int, depth: int, base_channels: int, padding: str):
         super().__init__()
@@ -218,6 +223,10 @@ class SegmentationModel(nn.Module):
         self.register_buffer("input_mean", torch.zeros(in_channels))
         self.register_buffer("input_std", torch.ones(in_channels))
         self.class_names = default_class_names(num_classes)
+
+    def _record_config(self, arguments: dict) -> None:
+        """Keep the constructor's arguments (``locals()`` at the top of a subclass's ``__init__``) as ``config``."""
+        self.config = {"name": self.name} | {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
 
     # -- class names --------------------------------------------------------------------------------------------
 
@@ -339,6 +348,8 @@ class UNet(SegmentationModel):
     ``forward``: (N, in_channels, H, W) -> (N, num_classes, output_size(H), output_size(W)).
     """
 
+    name = "unet"
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -351,6 +362,7 @@ class UNet(SegmentationModel):
         seed: int = 0,
     ):
         super().__init__(in_channels, num_classes, depth, base_channels, padding)
+        self._record_config(locals())
         widths = [base_channels * 2**level for level in range(depth + 1)]  # 64, 128, 256, 512, 1024
         self.encoder = nn.ModuleList(
             DoubleConv(c_in, c_out, padding, batch_norm, dropout if level == depth - 1 else 0.0)
