@@ -6,7 +6,7 @@
 
 from unet_from_scratch.data.dataset import SegmentationDataset, make_datasets
 from unet_from_scratch.data.folder import FolderDataset
-from unet_from_scratch.data.sampling import make_loader, oversampling_sampler
+from unet_from_scratch.data.sampling import EpochSampler, make_loader, oversampling_sampler
 from unet_from_scratch.data.split import train_val_split
 from unet_from_scratch.data.statistics import DataStatistics, compute_statistics
 from unet_from_scratch.data.synthetic import SyntheticCells
@@ -23,7 +23,7 @@ from unet_from_scratch.data.transforms import (
 )
 
 __all__ = [
-    "Compose", "DataStatistics", "ElasticDeform", "FolderDataset", "MirrorPad", "RandomAffine", "RandomContrast",
+    "Compose", "DataStatistics", "ElasticDeform", "EpochSampler", "FolderDataset", "MirrorPad", "RandomAffine", "RandomContrast",
     "RandomCrop", "RandomFlip", "RandomRotate90", "Sample", "SegmentationDataset", "SyntheticCells",
     "compute_statistics", "make_datasets", "make_loader", "oversampling_sampler", "train_val_split",
 ]

@@ -6,8 +6,9 @@ One item, step by step (docs/architecture.md, "the data path of a training step"
 2. The mask's labels and weight map (``targets.py``), computed once per mask and cached in memory by source index:
    the paper precomputes its weight maps, and they cost a distance transform per object.
 3. The transform moves image, labels and weight map together (``transforms.py``), drawing from a NumPy generator
-   seeded from torch's: ``torch.manual_seed`` makes a run reproducible, DataLoader workers get their own streams,
-   and every epoch sees new augmentations.
+   seeded by the item's own seed when the sampler gives one (``EpochSampler``: the same augmentation in any
+   worker), else from torch's generator: ``torch.manual_seed`` makes a run reproducible, DataLoader workers get
+   their own streams, and every epoch sees new augmentations.
 4. The labels become target classes. The image is left as the source gives it: normalisation belongs to the
    model (``model.set_normalization(statistics.mean, statistics.std)``), so the training split's numbers are
    saved with the weights and applied to every later input, at inference too.
@@ -103,12 +104,14 @@ class SegmentationDataset(Dataset):
         for i in range(len(self)):
             self.labels_and_weights(i)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Item ``i``, or ``(i, seed)`` (from ``EpochSampler``): then the augmentation draws from ``default_rng(seed)``."""
+        i, seed = item if isinstance(item, tuple) else (item, None)
         image, mask = self.source[int(self.indices[i])]
         labels, weights = self.labels_and_weights(i, mask)
         sample = Sample(np.asarray(image, dtype=np.float32), labels, weights)
         if self.transform is not None:
-            rng = np.random.default_rng(int(torch.randint(2**62, ())))
+            rng = np.random.default_rng(int(torch.randint(2**62, ())) if seed is None else seed)
             sample = self.transform(sample, rng)
         target = target_classes(sample.labels, self.source.mask_kind)
         return (
