@@ -45,10 +45,9 @@ import triton
 import triton.language as tl
 
 from unet_from_scratch.kernels import interpreting, triton_runs_on
+from unet_from_scratch.kernels.loss_checks import FUSED_DTYPES as DTYPES
+from unet_from_scratch.kernels.loss_checks import FUSED_MAX_CLASSES as MAX_CLASSES
 from unet_from_scratch.kernels.loss_checks import check_loss_inputs
-
-MAX_CLASSES = 16
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # On a GPU ``@triton.autotune`` picks the tile per (N, C, H·W); without one it cannot time configurations (and the
 # interpreter runs programs one after another), so a fixed small tile keeps interpreter grids at a few programs

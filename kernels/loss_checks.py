@@ -12,6 +12,10 @@ import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+# What the fused kernel takes (it accumulates in float32 and pads the classes to a power of two): stated here, in
+# torch alone, so that choosing a backend needs no Triton import.
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FUSED_MAX_CLASSES = 16
 
 
 def check_loss_inputs(

@@ -171,8 +171,9 @@ def test_combined_loss_module_trains_a_layer():
 # Backend dispatch
 
 
-def _fake_cuda_logits():
-    return types.SimpleNamespace(is_cuda=True)
+def _fake_cuda_logits(dtype=torch.float32, classes=2):
+    """Stands in for CUDA logits (N, C, H, W) on a machine without a GPU: only what the dispatch reads."""
+    return types.SimpleNamespace(is_cuda=True, dtype=dtype, shape=(1, classes, 3, 3), dim=lambda: 4)
 
 
 @pytest.mark.parametrize(
@@ -189,6 +190,14 @@ def test_backend_dispatch(monkeypatch, backend, has_triton, on_cuda, expected):
     monkeypatch.setattr(losses, "HAS_TRITON", has_triton)
     logits = _fake_cuda_logits() if on_cuda else torch.zeros(1, 2, 3, 3)
     assert CombinedLoss(backend=backend).uses_triton(logits) is expected
+
+
+@pytest.mark.parametrize("dtype, classes", [(torch.float64, 2), (torch.float32, 17)])
+def test_auto_falls_back_to_torch_where_the_kernel_cannot_run(monkeypatch, dtype, classes):
+    # The kernel takes float32/16/bf16 logits of at most 16 classes; "auto" must not choose it and then raise.
+    monkeypatch.setattr(losses, "HAS_TRITON", True)
+    assert CombinedLoss().uses_triton(_fake_cuda_logits(dtype, classes)) is False
+    assert CombinedLoss().uses_triton(_fake_cuda_logits(torch.bfloat16, 16)) is True
 
 
 def test_auto_backend_on_cpu_runs_the_torch_path(monkeypatch):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unet_from_scratch.kernels import HAS_TRITON
-from unet_from_scratch.kernels.loss_checks import check_loss_inputs
+from unet_from_scratch.kernels.loss_checks import FUSED_DTYPES, FUSED_MAX_CLASSES, check_loss_inputs
 
 BACKENDS = ("auto", "triton", "torch")
 
@@ -86,8 +86,9 @@ def combined_loss_torch(
 class CombinedLoss(nn.Module):
     """c0·Dice + c1·focal + c2·weighted cross-entropy as a module (semantics: module docstring).
 
-    backend: "auto" runs the fused Triton kernel on CUDA tensors when Triton is installed and ``combined_loss_torch``
-    otherwise (never Triton's slow CPU interpreter); "triton" always the kernel (CUDA, or CPU under
+    backend: "auto" runs the fused Triton kernel where it can (CUDA tensors of float32/float16/bfloat16 with at
+    most 16 classes, Triton installed) and ``combined_loss_torch`` everywhere else (float64, more classes, the CPU:
+    never Triton's slow CPU interpreter); "triton" always the kernel (CUDA, or CPU under
     TRITON_INTERPRET=1); "torch" always the torch ops. ``class_weights`` (C,) is a buffer, so it follows
     ``.to(device)`` and is saved in the ``state_dict``. forward(logits (N, C, H, W), target (N, H, W),
     pixel_weights (N, H, W) or None) -> scalar loss.
@@ -123,7 +124,8 @@ class CombinedLoss(nn.Module):
     def uses_triton(self, logits: torch.Tensor) -> bool:
         """Whether ``forward`` on ``logits`` runs the fused kernel."""
         if self.backend == "auto":
-            return HAS_TRITON and logits.is_cuda
+            fits = logits.dtype in FUSED_DTYPES and logits.dim() == 4 and logits.shape[1] <= FUSED_MAX_CLASSES
+            return HAS_TRITON and logits.is_cuda and fits
         return self.backend == "triton"
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, pixel_weights: torch.Tensor | None = None):
