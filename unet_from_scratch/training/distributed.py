@@ -57,5 +57,7 @@ def all_reduce_sum(values: np.ndarray, world: World) -> np.ndarray:
 
 
 def close_world(world: World) -> None:
+    """Leave the process group once every rank is done (rank 0 may still be writing the run directory)."""
     if world.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -207,7 +207,8 @@ class Trainer:
 
     def _empty_sums(self) -> dict:
         k = len(self.source.class_names)
-        return {"loss": 0.0, "steps": 0, "confusion": torch.zeros(k, k, dtype=torch.int64), "seconds": 0.0}
+        return {"loss": 0.0, "last_loss": 0.0, "steps": 0, "confusion": torch.zeros(k, k, dtype=torch.int64),
+                "seconds": 0.0}  # fmt: skip
 
     def _restore(self, checkpoint: dict) -> None:
         self.model.load_state_dict(checkpoint["model"])
@@ -255,6 +256,15 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach(), logits.detach()
+
+    def _account(self, sums: dict, target: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor) -> None:
+        """Add one step's loss and confusion counts (for the epoch's training ``iou``) to the epoch's sums."""
+        k = len(self.source.class_names)
+        flat = target.to(self.device).reshape(-1) * k + logits.argmax(1).reshape(-1)  # (N·H·W,) target·K + prediction
+        sums["confusion"] += torch.bincount(flat, minlength=k * k).reshape(k, k).cpu()
+        sums["last_loss"] = float(loss)
+        sums["loss"] += sums["last_loss"]
+        sums["steps"] += 1
 
     def _rate(self, step: int) -> float:
         s = self.config.schedule
@@ -415,14 +425,10 @@ class Trainer:
                 kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
                 raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, step {st['epoch_step'] + 1} "
                                     f"({error}, lr {lr:.2e}): training stopped; {kept}") from None  # fmt: skip
-            target = batch[1].to(self.device)
-            flat = target.reshape(-1) * k + logits.argmax(1).reshape(-1)
-            sums["confusion"] += torch.bincount(flat, minlength=k * k).reshape(k, k).cpu()
-            sums["loss"] += float(loss)
-            sums["steps"] += 1
+            self._account(sums, batch[1], loss, logits)
             st["step"] += 1
             st["epoch_step"] += 1
-            self.progress.step(float(loss))
+            self.progress.step(sums["last_loss"])
             if self._signal is not None:
                 sums["seconds"] += time.perf_counter() - tick
                 self._save("last.pt")
