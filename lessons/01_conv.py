@@ -24,7 +24,7 @@ from _lesson import check, check_close, section, start
 from unet_from_scratch.reference import conv2d, conv2d_backward, conv2d_relu, he_normal
 from unet_from_scratch.reference.conv import METHODS, correlate
 
-lesson = start(__file__, "a 3x3 convolution + ReLU")
+lesson = start("01_conv", "a 3x3 convolution + ReLU")
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -151,7 +151,8 @@ t_loop = time.perf_counter() - t0
 t0 = time.perf_counter()
 fast = conv2d_relu(x, wt, bias)
 t_fast = time.perf_counter() - t0
-print(f"  {c_in} channels, {side}x{side}, {c_out} filters: loop {t_loop * 1e3:.1f} ms, conv2d_relu {t_fast * 1e3:.2f} ms")
+print(f"  {c_in} channels, {side}x{side}, {c_out} filters: loop {t_loop * 1e3:.1f} ms, "
+      f"conv2d_relu {t_fast * 1e3:.2f} ms")
 check("conv2d_relu equals the textbook loop (float32)", np.allclose(fast, loop, atol=1e-5, rtol=1e-5))
 for method in METHODS:
     y = correlate(x, wt, bias, relu=True, method=method)

@@ -26,7 +26,7 @@ from _lesson import check, check_close, section, start
 from unet_from_scratch.reference import conv2d_relu, glorot_uniform, he_normal
 from unet_from_scratch.reference.init import TRUNCATED_STD, fans
 
-lesson = start(__file__, "he_normal: std = sqrt(2 / fan_in)")
+lesson = start("02_init", "he_normal: std = sqrt(2 / fan_in)")
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -113,7 +113,8 @@ fig, ax = plt.subplots(figsize=(7, 4.2))
 depth = np.arange(1, layers + 1)
 for k, (name, runs) in enumerate(moments.items()):
     ax.semilogy(depth, runs.T, color=f"C{k}", lw=0.5, alpha=0.3)
-    ax.semilogy(depth, runs.mean(axis=0), color=f"C{k}", marker="o", ms=3, label=name, ls="--" if "trunc" in name else "-")
+    style = "--" if "trunc" in name else "-"
+    ax.semilogy(depth, runs.mean(axis=0), color=f"C{k}", marker="o", ms=3, label=name, ls=style)
 ax.axhline(1.0, color="gray", lw=0.8)
 ax.set_xlabel("conv + ReLU layer")
 ax.set_ylabel("E[x²] of the activations")

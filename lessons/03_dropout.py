@@ -19,7 +19,7 @@ from _lesson import check, check_close, section, start
 
 from unet_from_scratch.reference import dropout, dropout_backward, he_normal
 
-lesson = start(__file__, "dropout: training vs evaluation, inverted scaling, overfitting")
+lesson = start("03_dropout", "dropout: training vs evaluation, inverted scaling, overfitting")
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -147,7 +147,8 @@ for p, (curves, (x_train, y_train, grid, fit), _) in runs.items():
     axes[0].semilogy(curves[:, 0], curves[:, 2], color=color, label=f"{label}: validation")
     axes[1].plot(grid, fit, color=color, label=label)
 axes[0].axhline(0.09, color="gray", lw=0.8, ls=":")
-axes[0].text(0, 0.095, "noise variance 0.09: a perfect fit of the true curve has this train MSE", fontsize=7, color="gray")
+axes[0].text(0, 0.095, "noise variance 0.09: the train MSE of a perfect fit of the true curve", fontsize=7,
+             color="gray")
 axes[0].set_xlabel("step")
 axes[0].set_ylabel("mean squared error")
 axes[0].legend(fontsize=8)

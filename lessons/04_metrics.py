@@ -26,7 +26,7 @@ from _lesson import check, check_close, section, start
 from unet_from_scratch.reference import accuracy, confusion, dice, f1, instance_f1, iou, precision, recall
 from unet_from_scratch.reference.weight_map import separation_border
 
-lesson = start(__file__, "IoU and Dice: 3/5, not 3/6")
+lesson = start("04_metrics", "IoU and Dice: 3/5, not 3/6")
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -46,7 +46,8 @@ union = np.logical_or(y_true, y_pred)
 print("  intersection:", intersection.astype(int).tolist(), "-> per row", intersection.sum(axis=1).tolist())
 print("  union:       ", union.astype(int).tolist(), "-> per row", union.sum(axis=1).tolist())
 check("the union is y_true itself (the prediction adds no pixel)", np.array_equal(union, y_true.astype(bool)))
-check("the union has 2 + 1 + 2 = 5 pixels, not 2 + 2 + 2 = 6", union.sum() == 5 and union.sum(axis=1).tolist() == [2, 1, 2])
+check("the union has 2 + 1 + 2 = 5 pixels, not 2 + 2 + 2 = 6",
+      union.sum() == 5 and union.sum(axis=1).tolist() == [2, 1, 2])
 tp, fp, fn, tn = (k[0, 1] for k in confusion(y_true, y_pred, num_classes=2))
 print(f"  foreground counts: tp = {tp}, fp = {fp}, fn = {fn}, tn = {tn}")
 check("tp = 3, fp = 0, fn = 2, tn = 4", (tp, fp, fn, tn) == (3, 0, 2, 4))

@@ -23,7 +23,7 @@ from torch import nn
 
 from unet_from_scratch.nn import UNet, output_size, valid_input_size
 
-lesson = start(__file__, "the U-Net: 572 -> 388, 31,030,658 parameters")
+lesson = start("05_unet", "the U-Net: 572 -> 388, 31,030,658 parameters")
 
 # %% [markdown]
 # ## Shapes through the network

@@ -31,7 +31,7 @@ from unet_from_scratch.reference import class_weights_from_counts, separation_bo
 from unet_from_scratch.reference import unet_weight_map_naive
 from unet_from_scratch.reference.weight_map import TOLERANCE
 
-lesson = start(__file__, "the weight map: w_c + w0·exp(-(d1 + d2)² / 2σ²)")
+lesson = start("06_weight_map", "the weight map: w_c + w0·exp(-(d1 + d2)² / 2σ²)")
 
 # %% [markdown]
 # ## Two touching cells
@@ -53,7 +53,8 @@ instances = instances.astype(np.int32)
 check("the two cells touch before the border is carved", np.any((instances[:, :-1] == 1) & (instances[:, 1:] == 2)))
 separated = separation_border(instances)
 grown = ndimage.binary_dilation(separated == 1, structure=np.ones((3, 3)))  # cell 1 and its 8-neighbours
-check("after separation_border no cell pixel has an 8-neighbour of the other cell", not np.any(grown & (separated == 2)))
+check("after separation_border no cell pixel has an 8-neighbour of the other cell",
+      not np.any(grown & (separated == 2)))
 w = unet_weight_map(separated)  # w0 = 10, sigma = 5, balanced class weights: the paper's setting
 w_c = unet_weight_map(separated, w0=0)
 border = w - w_c
@@ -68,8 +69,10 @@ check("the border term lives on background pixels only", np.all(border[cells] ==
 gap = (instances > 0) & ~cells  # the carved line
 print(f"  the carved gap: {gap.sum()} pixels; border term there {border[gap].min():.2f} to {border[gap].max():.2f}")
 check("only the contact is carved: every carved pixel had a neighbour of the other cell",
-      all(set(np.unique(instances[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2])) >= {1, 2} for r, c in np.argwhere(gap)))
-check("the border term peaks in the gap, between 8 and 10", 8 < border.max() <= 10 and border[gap].max() == border.max())
+      all({1, 2} <= set(np.unique(instances[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2]))
+          for r, c in np.argwhere(gap)))
+check("the border term peaks in the gap, between 8 and 10",
+      8 < border.max() <= 10 and border[gap].max() == border.max())
 
 # One pixel by hand: its distance to the nearest pixel of each cell, straight from the definition.
 r, c = np.argwhere(gap)[len(np.argwhere(gap)) // 2]
@@ -109,7 +112,8 @@ for w0, sigma in settings:
           all(np.ptp(m) < TOLERANCE for m in measured))
     value = np.array([m[0] for m in measured])
     formula = w0 * np.exp(-((gaps + 1) ** 2) / (2 * sigma**2))
-    check(f"w0 = {w0}, sigma = {sigma}: it equals w0·exp(-(D + 1)² / 2σ²)", np.allclose(value, formula, rtol=0, atol=TOLERANCE))
+    check(f"w0 = {w0}, sigma = {sigma}: it equals w0·exp(-(D + 1)² / 2σ²)",
+          np.allclose(value, formula, rtol=0, atol=TOLERANCE))
     profiles[(w0, sigma)] = value
 for g in (1, 2, 10):
     print(f"  paper's w0 = 10, sigma = 5: a {g}-pixel gap gets {profiles[(10, 5)][g - 1]:.2f}")

@@ -25,7 +25,7 @@ from unet_from_scratch.reference import (
     bce_with_logits, class_weights, combined_loss, cross_entropy, dice_loss, focal_loss, softmax,
 )
 
-lesson = start(__file__, "BCE, weighted CE, focal, Dice and the combined loss")
+lesson = start("07_losses", "BCE, weighted CE, focal, Dice and the combined loss")
 
 # %% [markdown]
 # ## One imbalanced mask and a half-trained prediction

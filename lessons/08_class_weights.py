@@ -28,7 +28,7 @@ from unet_from_scratch.data import SyntheticCells, oversampling_sampler
 from unet_from_scratch.data.sampling import minority_fractions
 from unet_from_scratch.reference import accuracy, class_weights, class_weights_from_counts, f1
 
-lesson = start(__file__, "class weights, oversampling, thresholding")
+lesson = start("08_class_weights", "class weights, oversampling, thresholding")
 
 # %% [markdown]
 # ## Balanced class weights: {0: 36, 1: 91, 2: 160}

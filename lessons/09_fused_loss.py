@@ -38,7 +38,7 @@ from unet_from_scratch.nn import combined_loss_torch  # noqa: E402
 from unet_from_scratch.reference import combined_loss, unet_weight_map  # noqa: E402
 from unet_from_scratch.data import SyntheticCells  # noqa: E402
 
-lesson = start(__file__, "the fused segmentation loss in Triton")
+lesson = start("09_fused_loss", "the fused segmentation loss in Triton")
 KERNEL_FILE = Path(kernels.__file__).with_name("fused_loss.py")
 
 # %% [markdown]

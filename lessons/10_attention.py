@@ -31,7 +31,7 @@ from _lesson import check, section, start  # noqa: E402
 import unet_from_scratch.kernels as kernels  # noqa: E402
 from unet_from_scratch.reference import scaled_dot_product_attention, softmax  # noqa: E402
 
-lesson = start(__file__, "flash attention: the online softmax, O(n) memory")
+lesson = start("10_attention", "flash attention: the online softmax, O(n) memory")
 rng = np.random.default_rng(0)
 
 # %% [markdown]

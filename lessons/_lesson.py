@@ -45,9 +45,11 @@ class Lesson:
         return path
 
 
-def start(script: str, title: str) -> Lesson:
-    """Parse ``--out`` and ``--fast`` for the lesson in file ``script``, make the output folder, print the title."""
-    name = Path(script).stem
+def start(name: str, title: str) -> Lesson:
+    """Parse ``--out`` and ``--fast`` for lesson ``name`` (its file's stem), make the output folder, print the title.
+
+    The name is spelled out rather than taken from ``__file__``, which a notebook kernel does not define.
+    """
     parser = argparse.ArgumentParser(description=title)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "lessons" / name, help="folder for the figures")
     parser.add_argument("--fast", action="store_true", help="small sizes: a few seconds, the same checks")
