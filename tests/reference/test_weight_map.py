@@ -262,6 +262,21 @@ def test_separation_border_matches_loops_and_leaves_no_contact(labels):
     np.testing.assert_array_equal(separation_border(out), out)  # nothing left to carve
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64, np.uint32])
+def test_separation_border_is_the_same_for_every_integer_dtype(dtype):
+    # An isolated disc touches no other cell and keeps every pixel, whatever the label dtype (int64's maximum
+    # used to come back from scipy's float64 cval as the int64 minimum and carve the edge of every cell).
+    y, x = np.mgrid[:24, :24]
+    labels = np.zeros((24, 24), dtype=dtype)
+    labels[(y - 8) ** 2 + (x - 8) ** 2 < 25] = 1
+    labels[(y - 15) ** 2 + (x - 16) ** 2 < 20] = 2  # touches cell 1
+    labels[20:, :4] = 7  # alone in a corner, at the image edge
+    out = separation_border(labels)
+    assert out.dtype == labels.dtype
+    np.testing.assert_array_equal(out, separation_border_by_loops(labels))
+    assert np.count_nonzero(out == 7) == np.count_nonzero(labels == 7)
+
+
 @pytest.mark.parametrize("weight_map", [unet_weight_map, unet_weight_map_naive, separation_border])
 @pytest.mark.parametrize(
     "instances, match",

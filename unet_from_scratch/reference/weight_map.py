@@ -161,12 +161,16 @@ def separation_border(instances: np.ndarray) -> np.ndarray:
     _check_instances(instances)
     if instances.dtype == np.bool_:
         raise ValueError("instances must be integer instance labels to separate, got a bool mask")
-    top = np.iinfo(instances.dtype).max  # background reads as this in the minimum, so it never looks "smaller"
-    largest = ndimage.maximum_filter(instances, footprint=_EIGHT_NEIGHBOURS, mode="constant", cval=0)
+    labels = instances.astype(np.int64, copy=False)
+    # Background reads as ``top`` in the minimum, so it never looks "smaller". Not the dtype's maximum: scipy's
+    # filters take ``cval`` as a float64, and int64's maximum comes back from float64 as the int64 minimum, which
+    # would carve the edge of every cell. One above the largest id is exact in float64 for ids below 2^53.
+    top = int(labels.max(initial=0)) + 1
+    largest = ndimage.maximum_filter(labels, footprint=_EIGHT_NEIGHBOURS, mode="constant", cval=0)
     smallest = ndimage.minimum_filter(
-        np.where(instances == 0, top, instances), footprint=_EIGHT_NEIGHBOURS, mode="constant", cval=top
+        np.where(labels == 0, top, labels), footprint=_EIGHT_NEIGHBOURS, mode="constant", cval=top
     )
-    touching = (instances > 0) & ((largest > instances) | (smallest < instances))
+    touching = (labels > 0) & ((largest > labels) | (smallest < labels))
     out = instances.copy()
     out[touching] = 0
     return out
