@@ -264,3 +264,32 @@ def test_a_signal_saves_last_pt_and_the_resumed_run_equals_the_uninterrupted_one
     assert main(_tiny_argv(whole, epochs=stopped, schedule="constant")) == 0
     assert _without_timing(read_history(run / "history.csv")) == _without_timing(read_history(whole / "history.csv"))
     _assert_same_weights(load_checkpoint(run / "last.pt")["model"], load_checkpoint(whole / "last.pt")["model"])
+
+
+def test_a_folder_of_a_few_large_images_of_different_sizes_trains_on_random_crops(tmp_path):
+    import tifffile
+    from PIL import Image
+
+    from unet_from_scratch.data import SyntheticCells
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, size in enumerate([(96, 80), (64, 64), (72, 88), (80, 80)]):
+        image, instances = SyntheticCells(1, size=size, seed=i)[0]
+        if i % 2:  # 16-bit TIFF images, 8-bit PNG masks of instance ids
+            tifffile.imwrite(root / "images" / f"cell{i}.tif", (image[0] * 65535).astype("uint16"))
+        else:
+            Image.fromarray((image[0] * 255).astype("uint8")).save(root / "images" / f"cell{i}.png")
+        Image.fromarray(instances.astype("uint8")).save(root / "masks" / f"cell{i}.png")
+    config = tiny(tmp_path / "run", **{"data.source": str(root), "data.mask_kind": "instances", "data.crop": 32,
+                                       "data.val_fraction": 0.25, "run.epochs": 2})  # fmt: skip
+    trainer = Trainer(config, progress=QUIET)
+    assert trainer.steps_per_epoch == 2 and len(trainer.train_set) == 3  # 8 crops a epoch from 3 images
+    image, target, weights = trainer.train_set[0]
+    assert image.shape == (1, 32, 32) and target.shape == weights.shape == (32, 32)
+    metrics = trainer.fit()
+    saved = np.load(tmp_path / "run" / "predictions.npz")
+    val_size = trainer.source[int(trainer.val_set.indices[0])][1].shape
+    assert saved["prediction_0"].shape == val_size  # validation predicts the whole image, whatever its size
+    assert 0.0 <= metrics["best"]["val_iou"] <= 1.0

@@ -77,30 +77,27 @@ class Interrupted(RuntimeError):
         self.signum = signum
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    """A score's ratio, 1.0 for 0/0 (nothing to find and nothing found), as ``reference.metrics`` does."""
-    return float(numerator / denominator) if denominator > 0 else 1.0 if numerator == 0 else 0.0
+def _ratio(numerator: float, denominator: float, both_empty: bool) -> float:
+    """A score's ratio; 0/0 is 1.0 when prediction and truth are both empty, else 0.0 (as ``reference.metrics``)."""
+    if both_empty:
+        return 1.0
+    return float(numerator / denominator) if denominator > 0 else 0.0
 
 
 def scores_from_counts(loss_sum: float, items: float, tp, fp, fn, matched, n_true, n_pred) -> dict:
     """The validation scores from summed counts (foreground classes, micro) and the instance counts."""
     tp, fp, fn = float(np.sum(tp)), float(np.sum(fp)), float(np.sum(fn))
-    empty = tp + fp + fn == 0
-    objects_empty = n_true + n_pred == 0
-
-    def ratio(num, den, both_empty):
-        return 1.0 if both_empty else _ratio(num, den) if den > 0 else 0.0
-
+    empty, objects_empty = tp + fp + fn == 0, n_true + n_pred == 0
     return {
         "val_loss": float(loss_sum / max(items, 1)),
-        "val_iou": ratio(tp, tp + fp + fn, empty),
-        "val_dice": ratio(2 * tp, 2 * tp + fp + fn, empty),
-        "val_precision": ratio(tp, tp + fp, empty),
-        "val_recall": ratio(tp, tp + fn, empty),
-        "val_f1": ratio(2 * tp, 2 * tp + fp + fn, empty),
-        "val_instance_precision": ratio(matched, n_pred, objects_empty),
-        "val_instance_recall": ratio(matched, n_true, objects_empty),
-        "val_instance_f1": ratio(2 * matched, n_true + n_pred, objects_empty),
+        "val_iou": _ratio(tp, tp + fp + fn, empty),
+        "val_dice": _ratio(2 * tp, 2 * tp + fp + fn, empty),
+        "val_precision": _ratio(tp, tp + fp, empty),
+        "val_recall": _ratio(tp, tp + fn, empty),
+        "val_f1": _ratio(2 * tp, 2 * tp + fp + fn, empty),
+        "val_instance_precision": _ratio(matched, n_pred, objects_empty),
+        "val_instance_recall": _ratio(matched, n_true, objects_empty),
+        "val_instance_f1": _ratio(2 * matched, n_true + n_pred, objects_empty),
     }
 
 
@@ -414,7 +411,6 @@ class Trainer:
         self.progress.start_epoch(epoch, c.run.epochs, self.steps_per_epoch, done)
         self.model.train()
         sums = st["sums"]
-        k = len(self.source.class_names)
         tick = time.perf_counter()
         for batch in self.loader:
             lr = self._rate(st["step"])
@@ -440,14 +436,16 @@ class Trainer:
         validation_started = time.perf_counter()
         scores, _ = self.validate()
         validation_seconds = time.perf_counter() - validation_started
-        matrix = all_reduce_sum(sums["confusion"].numpy().astype(np.float64), self.world)
-        tp = np.diag(matrix)[1:] if k > 1 else np.diag(matrix)
-        fp = (matrix.sum(0) - np.diag(matrix))[1:] if k > 1 else matrix.sum(0) - np.diag(matrix)
-        fn = (matrix.sum(1) - np.diag(matrix))[1:] if k > 1 else matrix.sum(1) - np.diag(matrix)
+        k = len(self.source.class_names)
+        matrix = all_reduce_sum(sums["confusion"].numpy(), self.world)  # (K, K): target x prediction
+        hits = np.diag(matrix)
+        foreground = slice(1, None) if k > 1 else slice(None)
+        tp, fp, fn = hits[foreground], (matrix.sum(0) - hits)[foreground], (matrix.sum(1) - hits)[foreground]
         train_seconds = sums["seconds"]
         row = {
             "epoch": epoch + 1, "loss": sums["loss"] / max(sums["steps"], 1),
-            "iou": scores_from_counts(0, 1, tp, fp, fn, 0, 0, 0)["val_iou"], **scores, "lr": lr,
+            "iou": scores_from_counts(0, 1, tp, fp, fn, 0, 0, 0)["val_iou"], **scores,
+            "lr": self._rate(st["step"] - 1),  # the rate of the epoch's last step
             "seconds": train_seconds + validation_seconds,
             "ms_per_step": 1000 * train_seconds / max(sums["steps"], 1),
             "images_per_s": sums["steps"] * self.batch_size * self.world.size / max(train_seconds, 1e-9),
