@@ -1,12 +1,20 @@
 """The combined loss's input checks, in torch alone: shared by the Triton kernel and the torch fallback.
 
 This module imports no triton, so ``unet_from_scratch.nn.losses`` can use it on machines without Triton, and
-both paths reject exactly the same calls with exactly the same one-line messages.
+both paths reject exactly the same calls with exactly the same one-line messages. ``check_loss_parameters`` is the
+part that needs no tensor: ``CombinedLoss`` runs it at construction, so a bad ``gamma`` fails where it is written.
+
+The checking policy is the reference's (``reference/_checks.py``): shapes, dtypes and parameters always; the data
+values (finite logits and weights, labels in range) too, since a loss hides a bad value inside one scalar, unless
+``validate=False``; and a batch without pixels (N, H or W = 0) or without classes is refused, as a mean over no
+pixel is 0/0. The kernels never import the reference, so ``_real`` restates its rule for a real parameter: a
+finite Python or NumPy number, not bool.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -46,8 +54,8 @@ def check_loss_inputs(
         allowed = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
         raise ValueError(f"logits must be one of {allowed}, got {logits.dtype}")
     n, c, h, w = logits.shape
-    if logits.numel() == 0:
-        raise ValueError(f"logits must be non-empty, got shape {tuple(logits.shape)}")
+    if n * h * w == 0 or c == 0:
+        raise ValueError(f"logits must hold at least one pixel and one class, got shape {tuple(logits.shape)}")
     if max_classes is not None and c > max_classes:
         raise ValueError(f"the fused loss handles 1 to {max_classes} classes, got C={c}")
     if not isinstance(target, torch.Tensor) or target.dtype not in INT_DTYPES:
@@ -68,14 +76,7 @@ def check_loss_inputs(
     devices = {x.device for x in (logits, target, pixel_weights, class_weights) if x is not None}
     if len(devices) > 1:
         raise ValueError(f"logits, target and weights must be on one device, got {sorted(map(str, devices))}")
-    if len(coefficients) != 3 or not all(math.isfinite(k) for k in coefficients):
-        raise ValueError(f"coefficients must be three finite numbers (dice, focal, CE), got {coefficients!r}")
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-    if not (math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-    if not (math.isfinite(smooth) and smooth >= 0):
-        raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
+    check_loss_parameters(alpha, gamma, smooth, coefficients)
     if not validate:
         return
     checks = [
@@ -89,3 +90,37 @@ def check_loss_inputs(
     for (message, _), bad in zip(checks, failed):
         if bad:
             raise ValueError(message)
+
+
+def _real(value, name: str, minimum: float | None = None) -> float:
+    """``value`` as a float if it is a finite real number (>= ``minimum`` if given), not bool; else ValueError."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_complex:
+        value = value.item()
+    try:  # numbers.Real covers Python and NumPy ints and floats; bool is an int, and refused
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # a Python int beyond float range, e.g. 10**400
+        number = math.inf
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return number
+
+
+def check_loss_parameters(alpha=0.25, gamma=2.0, smooth=1.0, coefficients=(0.4, 0.4, 0.2)) -> None:
+    """Raise ValueError (one line) unless alpha is finite, gamma and smooth finite and >= 0, and coefficients three
+    finite numbers (dice, focal, cross-entropy)."""
+    try:
+        ok = len(coefficients) == 3
+    except TypeError:
+        ok = False
+    if ok:
+        try:
+            for k in coefficients:
+                _real(k, "coefficients")
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ValueError(f"coefficients must be three finite numbers (dice, focal, CE), got {coefficients!r}")
+    _real(alpha, "alpha")
+    _real(gamma, "gamma", 0.0)
+    _real(smooth, "smooth", 0.0)

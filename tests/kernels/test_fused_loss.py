@@ -214,13 +214,30 @@ BAD_INPUTS = {
     "logits 3-D": (_with(logits=torch.zeros(3, 4, 5, device=DEVICE)), "4-D"),
     "logits float64": (_with(logits=torch.zeros(2, 3, 4, 5, dtype=torch.float64, device=DEVICE)), "float32, float16"),
     "logits integer": (_with(logits=torch.zeros(2, 3, 4, 5, dtype=torch.int32, device=DEVICE)), "float32, float16"),
-    "logits empty": (
+    # A batch without pixels: the mean over no pixel is 0/0 (the reference refuses it with the same words).
+    "N = 0": (
+        _with(
+            logits=torch.zeros(0, 3, 4, 5, device=DEVICE),
+            target=torch.zeros(0, 4, 5, dtype=torch.int64, device=DEVICE),
+            pixel_weights=torch.ones(0, 4, 5, device=DEVICE),
+        ),
+        r"^logits must hold at least one pixel and one class, got shape \(0, 3, 4, 5\)$",
+    ),
+    "H = 0": (
         _with(
             logits=torch.zeros(2, 3, 0, 5, device=DEVICE),
             target=torch.zeros(2, 0, 5, dtype=torch.int64, device=DEVICE),
             pixel_weights=None,
         ),
-        "non-empty",
+        r"^logits must hold at least one pixel and one class, got shape \(2, 3, 0, 5\)$",
+    ),
+    "W = 0": (
+        _with(
+            logits=torch.zeros(2, 3, 4, 0, device=DEVICE),
+            target=torch.zeros(2, 4, 0, dtype=torch.int64, device=DEVICE),
+            pixel_weights=None,
+        ),
+        "at least one pixel",
     ),
     "17 classes": (_with(logits=torch.zeros(2, 17, 4, 5, device=DEVICE), class_weights=None), "1 to 16 classes"),
     "logits NaN": (_with(logits=_nan_at(torch.zeros(2, 3, 4, 5, device=DEVICE))), "finite"),
@@ -261,6 +278,7 @@ def test_bad_inputs_raise_before_any_launch(no_launch, inputs, message):
         (dict(gamma=-1.0), "gamma"),
         (dict(smooth=-0.5), "smooth"),
         (dict(alpha=float("nan")), "alpha"),
+        (dict(alpha=True), "alpha"),
         (dict(coefficients=(0.5, 0.5)), "coefficients"),
         (dict(coefficients=(0.5, 0.5, float("inf"))), "coefficients"),
     ],

@@ -7,6 +7,7 @@ module hands it the work.
 
 from __future__ import annotations
 
+import re
 import types
 
 import numpy as np
@@ -267,3 +268,54 @@ def test_bad_inputs_raise(logits, target, message):
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         combined_loss_torch(torch.zeros(2, 3, 4, 5), torch.zeros(2, 4, 5, dtype=torch.int64), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(gamma=-1), "gamma must be a finite number >= 0, got -1"),
+        (dict(gamma=float("inf")), "gamma must be a finite number >= 0, got inf"),
+        (dict(smooth=-0.5), "smooth must be a finite number >= 0, got -0.5"),
+        (dict(alpha=float("nan")), "alpha must be a finite number, got nan"),
+        (dict(alpha=True), "alpha must be a finite number, got True"),
+        (dict(alpha="0.25"), "alpha must be a finite number, got '0.25'"),
+        (dict(coefficients=(1.0, 1.0)), "coefficients must be three finite numbers"),
+        (dict(coefficients=(1.0, 1.0, float("nan"))), "coefficients must be three finite numbers"),
+        (dict(coefficients=0.5), "coefficients must be three finite numbers"),
+    ],
+)
+def test_bad_parameters_raise_at_construction_with_the_forwards_message(kwargs, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)) as at_construction:
+        CombinedLoss(**kwargs)
+    # The same check, word for word, as the functional form runs at every call.
+    with pytest.raises(ValueError) as at_call:
+        combined_loss_torch(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.int64), **kwargs)
+    assert str(at_construction.value) == str(at_call.value)
+
+
+@pytest.mark.parametrize("class_weights", [[[1.0, 2.0]], [1.0, -1.0], [1.0, float("nan")], "heavy"])
+def test_bad_class_weights_raise_at_construction(class_weights):
+    with pytest.raises(ValueError, match="^class_weights must be a 1-D array of finite numbers >= 0"):
+        CombinedLoss(class_weights)
+
+
+def test_numpy_parameters_are_accepted():
+    module = CombinedLoss(np.array([1.0, 2.0]), alpha=np.float32(0.5), gamma=np.int64(1), coefficients=np.ones(3))
+    logits, target = torch.randn(1, 2, 4, 4), torch.randint(0, 2, (1, 4, 4))
+    expected = combined_loss_torch(logits, target, class_weights=torch.tensor([1.0, 2.0]), alpha=0.5, gamma=1.0,
+                                   coefficients=(1.0, 1.0, 1.0))  # fmt: skip
+    torch.testing.assert_close(module(logits, target), expected)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0), (2, 0, 4, 5)])
+def test_a_batch_without_pixels_or_classes_is_refused(shape):
+    # The mean over no pixel is 0/0: NaN, were it not refused (the reference refuses it with the same words).
+    n, c, h, w = shape
+    logits, target = torch.zeros(shape), torch.zeros(n, h, w, dtype=torch.int64)
+    message = re.escape(f"logits must hold at least one pixel and one class, got shape {shape}")
+    with pytest.raises(ValueError, match="^" + message):
+        combined_loss_torch(logits, target)
+    with pytest.raises(ValueError, match="^" + message):
+        CombinedLoss(backend="torch")(logits, target, torch.ones(n, h, w))
+    with pytest.raises(ValueError, match=message):
+        reference.combined_loss(logits.numpy(), target.numpy())

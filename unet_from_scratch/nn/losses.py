@@ -23,7 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from unet_from_scratch.kernels import HAS_TRITON
-from unet_from_scratch.kernels.loss_checks import FUSED_DTYPES, FUSED_MAX_CLASSES, check_loss_inputs
+from unet_from_scratch.kernels.loss_checks import (
+    FUSED_DTYPES,
+    FUSED_MAX_CLASSES,
+    check_loss_inputs,
+    check_loss_parameters,
+)
 
 BACKENDS = ("auto", "triton", "torch")
 
@@ -92,6 +97,11 @@ class CombinedLoss(nn.Module):
     TRITON_INTERPRET=1); "torch" always the torch ops. ``class_weights`` (C,) is a buffer, so it follows
     ``.to(device)`` and is saved in the ``state_dict``. forward(logits (N, C, H, W), target (N, H, W),
     pixel_weights (N, H, W) or None) -> scalar loss.
+
+    The parameters are checked here, at construction, by the same ``check_loss_parameters`` the forward runs (alpha
+    finite, gamma and smooth finite and >= 0, three finite coefficients), and ``class_weights`` must be a 1-D
+    array of finite values >= 0; ValueError otherwise. The inputs of ``forward`` are checked as
+    ``combined_loss_torch`` says.
     """
 
     def __init__(
@@ -110,8 +120,15 @@ class CombinedLoss(nn.Module):
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if backend == "triton" and not HAS_TRITON:
             raise ValueError("backend='triton' needs the triton package, which is not installed")
+        check_loss_parameters(alpha, gamma, smooth, coefficients)
         if class_weights is not None:
-            class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
+            message = "class_weights must be a 1-D array of finite numbers >= 0, got {!r}"
+            try:
+                class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(message.format(class_weights)) from None
+            if class_weights.dim() != 1 or not bool((torch.isfinite(class_weights) & (class_weights >= 0)).all()):
+                raise ValueError(message.format(class_weights.tolist()))
         self.register_buffer("class_weights", class_weights)
         self.alpha = alpha
         self.gamma = gamma
