@@ -117,6 +117,10 @@ def test_dropout_acts_in_training_only():
         (dict(channels=16, num_heads=0), "positive"),
         (dict(channels=16, num_heads=2, backend="cuda"), "backend"),
         (dict(channels=16, num_heads=2, dropout=1.0), "dropout"),
+        (dict(channels=16, num_heads=2, dropout=float("nan")), "dropout must be finite"),
+        (dict(channels=16, num_heads=2, dropout=-0.1), "dropout must be finite"),
+        (dict(channels=16.0, num_heads=2), "channels must be a positive integer"),
+        (dict(channels=16, num_heads=True), "num_heads must be a positive integer"),
         (dict(channels=16, num_heads=2, backend="triton"), r"\[16, 128\], got 16/2 = 8"),
         (dict(channels=512, num_heads=2, backend="triton"), r"\[16, 128\], got 512/2 = 256"),
     ],
@@ -132,6 +136,17 @@ def test_bad_arguments_raise(kwargs, match):
 def test_bad_input_shape_raises(shape):
     with pytest.raises(ValueError, match=r"\(N, 16, H, W\)"):
         SelfAttention2d(16, num_heads=2, backend="torch")(torch.randn(shape))
+
+
+def test_a_float64_input_to_a_float32_block_is_cast_to_float32():
+    block = SelfAttention2d(16, num_heads=2, backend="torch").eval()
+    x = torch.randn(1, 16, 3, 5, dtype=torch.float64)
+    with torch.no_grad():
+        out = block(x)  # was a dtype error inside the GroupNorm
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, block(x.float()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="^x must be a real"):
+        block(x > 0)
 
 
 def test_float64_runs_on_the_torch_path_under_auto():

@@ -4,6 +4,7 @@ attention sits, batch norm and dropout throughout, the extra conv block, sizes, 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -88,6 +89,31 @@ def test_sizes_same_by_default_and_valid_on_request():
     assert valid.valid_input_size(1) == 48 and valid.output_size(48) == 4
     assert UNet(depth=2, base_channels=2).output_size(48) == 8
     assert valid(torch.randn(2, 2, 48, 52)).shape == (2, 3, 4, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(dropout=1.0), "dropout must be finite and ≥ 0.0 and < 1.0, got 1.0"),
+        (dict(dropout=-0.5), "dropout must be finite and ≥ 0.0 and < 1.0, got -0.5"),
+        (dict(dropout=float("nan")), "dropout must be finite and ≥ 0.0 and < 1.0, got nan"),
+        (dict(attention_min_stride=0), "attention_min_stride must be a positive integer, got 0"),
+        (dict(num_heads=0), "num_heads must be a positive integer, got 0"),
+        (dict(seed=-3), "seed must be an integer >= 0, got -3"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        AttentionUNet(**(SMALL | kwargs))
+
+
+def test_a_float64_input_is_cast_to_the_models_dtype():
+    model = AttentionUNet(**SMALL).eval()
+    x = torch.randn(1, 2, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)  # was a dtype error from the first convolution
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, model(x.float()), rtol=0, atol=0)
 
 
 def test_heads_must_divide_the_attended_channels():

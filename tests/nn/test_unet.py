@@ -55,14 +55,24 @@ def paper_unet() -> UNet:
 
 
 def test_paper_network_has_23_conv_layers_and_the_hand_counted_parameters(paper_unet):
-    assert len(PAPER_LAYERS) == 23  # "In total the network has 23 convolutional layers." (Sec. 2)
     layers = conv_layers(paper_unet)
-    assert len(layers) == 23
+    assert len(layers) == 23  # "In total the network has 23 convolutional layers." (Sec. 2)
     found = [(m.kernel_size[0], m.in_channels, m.out_channels) for m in layers]
     assert found == PAPER_LAYERS
     assert sum(isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) for m in layers) == 4
     assert all(m.padding == (0, 0) for m in layers)  # unpadded convolutions
     assert sum(p.numel() for p in paper_unet.parameters()) == paper_parameter_count() == 31_030_658
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_conv_layer_count_follows_the_depth(depth):
+    # Counted from the paper's description, not from the figure: 2 convs per contracting level and 2 at the
+    # bottleneck (2·depth + 2), an up-conv and 2 convs per expanding level (3·depth), one 1x1 conv: 5·depth + 3,
+    # which is the paper's 23 at depth 4 (the test above).
+    layers = conv_layers(UNet(depth=depth, base_channels=2))
+    assert len(layers) == 5 * depth + 3
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in layers) == depth
+    assert sum(m.kernel_size == (3, 3) for m in layers) == 4 * depth + 2
 
 
 def test_summary_prints_blocks_whose_counts_add_up_to_the_total(paper_unet, capsys):
@@ -167,12 +177,54 @@ def test_wrong_rank_or_channels_raise_value_error():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [dict(depth=0), dict(padding="reflect"), dict(base_channels=0), dict(in_channels=1.5), dict(num_classes=0)],
+    "kwargs, message",
+    [
+        (dict(depth=0), "depth must be a positive integer, got 0"),
+        (dict(depth=True), "depth must be a positive integer, got True"),
+        (dict(padding="reflect"), "padding must be one of"),
+        (dict(base_channels=0), "base_channels must be a positive integer"),
+        (dict(in_channels=1.5), "in_channels must be a positive integer"),
+        (dict(num_classes=0), "num_classes must be a positive integer"),
+        (dict(dropout=1.0), "dropout must be finite and ≥ 0.0 and < 1.0, got 1.0"),
+        (dict(dropout=-0.5), "dropout must be finite and ≥ 0.0 and < 1.0, got -0.5"),
+        (dict(dropout=float("nan")), "dropout must be finite and ≥ 0.0 and < 1.0, got nan"),
+        (dict(dropout="0.5"), "dropout must be a real number"),
+        (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+    ],
 )
-def test_bad_configuration_raises_value_error(kwargs):
-    with pytest.raises(ValueError):
+def test_bad_configuration_raises_value_error(kwargs, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
         UNet(**kwargs)
+
+
+def test_numpy_integers_configure_a_model_with_a_plain_config():
+    model = UNet(depth=np.int64(2), base_channels=np.int64(2), seed=np.int64(3), dropout=np.float32(0.5))
+    assert model.config == UNet(depth=2, base_channels=2, seed=3, dropout=0.5).config
+    assert all(type(v) in (str, int, float, bool) for v in model.config.values())
+    assert type(model.bottleneck.dropout.p) is float and model.bottleneck.dropout.p == 0.5
+
+
+def test_an_input_of_another_dtype_is_cast_to_the_models():
+    model = UNet(depth=2, base_channels=2, padding="same").eval()
+    model.set_normalization(0.3, 2.0)
+    x = torch.randn(2, 1, 8, 12, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(x.float())
+        out = model(x)  # float64 into a float32 model: cast, not a dtype error from the first convolution
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        image = torch.randint(0, 256, (1, 1, 8, 8), dtype=torch.uint8)  # an integer image, cast the same way
+        torch.testing.assert_close(model(image), model(image.float()), rtol=0, atol=0)
+        double = UNet(depth=2, base_channels=2, padding="same").double().eval()
+        double.set_normalization(0.3, 2.0)
+        assert double(x.float()).dtype == torch.float64  # a float32 input to a float64 model
+        torch.testing.assert_close(double(x.float()), double(x.float().double()), rtol=0, atol=0)
+        # Under autocast a float32 input stays autocast's business; float64 is cast, as autocast leaves it alone.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model(x).dtype == torch.bfloat16 and model(x.float()).dtype == torch.bfloat16
+    for bad, message in ((x > 0, "bool"), (x.numpy(), "ndarray")):
+        with pytest.raises(ValueError, match=f"^input must be a .*{message}"):
+            model(bad)
 
 
 # ---------------------------------------------------------------------------------------------------------------

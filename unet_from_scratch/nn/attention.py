@@ -18,6 +18,11 @@ The attention itself runs on one of two backends:
 - ``"torch"``: ``torch.nn.functional.scaled_dot_product_attention``;
 - ``"auto"`` (default): the Triton kernel for CUDA tensors when Triton is installed and the head size and dtype
   are ones it supports, else torch. It never picks the CPU interpreter.
+
+Checks (the policy of ``reference/_checks.py``): the constructor's parameters, and in ``forward`` the input's type,
+shape and dtype, not its values (the models' rule, ``nn.unet``). An input of another real dtype than the block's
+weights (float64 into a float32 block) is cast to theirs first; under autocast float16/bfloat16/float32 inputs are
+left to autocast.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unet_from_scratch import kernels
+from unet_from_scratch.nn.unet import check_dropout, match_dtype
+from unet_from_scratch.reference._checks import check_int
 
 BACKENDS = ("auto", "triton", "torch")
 # Mirrors kernels.attention.HEAD_DIM_RANGE / DTYPES, restated so that choosing a backend needs no Triton import.
@@ -47,14 +54,14 @@ class SelfAttention2d(nn.Module):
         backend: "auto", "triton" or "torch" (see the module docstring).
 
     The norm is a GroupNorm with gcd(32, C) groups: 32 groups as in diffusion U-Nets where C allows, else the
-    largest power of two below 32 that divides C. Input and output: (N, C, H, W), any float dtype the backend
-    supports.
+    largest power of two below 32 that divides C. Input and output: (N, C, H, W); the output has the weights'
+    dtype (an input of another dtype is cast to it first). Bad arguments raise ValueError at construction.
     """
 
     def __init__(self, channels: int, num_heads: int = 8, dropout: float = 0.0, backend: str = "auto"):
         super().__init__()
-        if channels < 1 or num_heads < 1:
-            raise ValueError(f"channels and num_heads must be positive, got channels={channels}, num_heads={num_heads}")
+        channels, num_heads = check_int(channels, "channels"), check_int(num_heads, "num_heads")
+        dropout = check_dropout(dropout)
         if channels % num_heads != 0:
             raise ValueError(f"channels must be divisible by num_heads, got channels={channels}, num_heads={num_heads}")
         if backend not in BACKENDS:
@@ -69,8 +76,6 @@ class SelfAttention2d(nn.Module):
                     f"backend='triton' needs channels/num_heads in [{low}, {high}], "
                     f"got {channels}/{num_heads} = {head_dim}"
                 )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.channels = channels
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -91,6 +96,7 @@ class SelfAttention2d(nn.Module):
         return q.is_cuda and kernels.HAS_TRITON and low <= self.head_dim <= high and q.dtype in _FLASH_DTYPES
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = match_dtype(x, self.qkv.weight.dtype, "x")
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f"x must be (N, {self.channels}, H, W), got shape {tuple(x.shape)}")
         n, c, h, w = x.shape

@@ -32,7 +32,8 @@ from torch import nn
 
 from unet_from_scratch.nn.attention import SelfAttention2d
 from unet_from_scratch.nn.init import he_normal_
-from unet_from_scratch.nn.unet import DoubleConv, SegmentationModel, Up
+from unet_from_scratch.nn.unet import DoubleConv, SegmentationModel, Up, check_dropout
+from unet_from_scratch.reference._checks import check_int
 
 
 class AttentionUNet(SegmentationModel):
@@ -41,11 +42,13 @@ class AttentionUNet(SegmentationModel):
     Args:
         in_channels, num_classes, depth, base_channels, padding, seed: as ``UNet`` (padding defaults to "same").
         num_heads: attention heads; every attended level's channels must be divisible by it.
-        dropout: drop probability at the end of every conv block and on every attention block's residual branch.
+        dropout: drop probability at the end of every conv block and on every attention block's residual branch,
+            in [0, 1).
         attention_min_stride: decoder levels at this stride or coarser get attention (see the module docstring).
 
     ``forward``: (N, in_channels, H, W) -> (N, num_classes, H, W) with "same" padding (H, W divisible by
-    2^depth); with "valid" padding the output is 4 pixels smaller than a ``UNet``'s (the extra conv block).
+    2^depth); with "valid" padding the output is 4 pixels smaller than a ``UNet``'s (the extra conv block). As
+    ``UNet``: bad arguments raise ValueError at construction, and an input of another dtype is cast to the model's.
     """
 
     extra_convs = 2  # the extra conv block before the output
@@ -64,9 +67,10 @@ class AttentionUNet(SegmentationModel):
         attention_min_stride: int = 8,
     ):
         super().__init__(in_channels, num_classes, depth, base_channels, padding)
+        dropout, seed = check_dropout(dropout), check_int(seed, "seed", minimum=0)
+        num_heads = check_int(num_heads, "num_heads")
+        attention_min_stride = check_int(attention_min_stride, "attention_min_stride")
         self._record_config(locals())
-        if not isinstance(attention_min_stride, int) or attention_min_stride < 1:
-            raise ValueError(f"attention_min_stride must be a positive integer, got {attention_min_stride!r}")
         widths = [base_channels * 2**level for level in range(depth + 1)]  # 64, 128, 256, 512, 1024
         with torch.random.fork_rng(devices=[]):  # the attention blocks' own init, seeded, and no global side effect
             torch.manual_seed(seed)

@@ -37,17 +37,26 @@ of sqrt(2/N), where N denotes the number of incoming nodes of one neuron"), seed
 
 Every model here also carries what inference needs to reproduce training (``SegmentationModel``): the input
 normalisation statistics as buffers and the class names as extra state, both inside ``state_dict()``.
+
+Checks follow the policy of ``reference/_checks.py``: the constructor's parameters are checked (sizes are ints,
+NumPy ints too, never bool; ``dropout`` a finite number in [0, 1)), and ``forward`` checks the input's type, shape,
+size and dtype, not its values: a convolution passes a NaN on to exactly the outputs that read it, visibly, and the
+loss refuses non-finite logits. An input of another real dtype than the model's (float64 into a float32 model,
+float32 into a ``.half()`` one, an integer image) is cast to the model's dtype, as the model's first step; under
+autocast a float16/bfloat16/float32 input is left to autocast.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unet_from_scratch.nn.init import he_normal_
+from unet_from_scratch.reference._checks import check_int, check_real
 
 PADDINGS = ("valid", "same")
 
@@ -57,12 +66,10 @@ PADDINGS = ("valid", "same")
 
 
 def _check_architecture(depth: int, padding: str, extra_convs: int = 0) -> None:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    check_int(depth, "depth")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    if isinstance(extra_convs, bool) or not isinstance(extra_convs, int) or extra_convs < 0:
-        raise ValueError(f"extra_convs must be a non-negative integer, got {extra_convs!r}")
+    check_int(extra_convs, "extra_convs", minimum=0, what="a non-negative integer")
 
 
 def _trace(size: int, depth: int, padding: str, extra_convs: int) -> int | None:
@@ -184,6 +191,40 @@ class Up(nn.Module):
 # What every segmentation model carries besides its layers
 
 
+def match_dtype(x: torch.Tensor, dtype: torch.dtype, what: str = "input") -> torch.Tensor:
+    """``x`` in the model's ``dtype``: a real tensor of another dtype is cast, bool and complex raise ValueError.
+
+    Under autocast a float16/bfloat16/float32 ``x`` is returned as it is (autocast picks each op's dtype); float64
+    is cast even there, as autocast leaves float64 alone and a float32 weight cannot meet it.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype == dtype:
+        return x
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{what} must be a real (float or integer) tensor, got {x.dtype}")
+    if x.is_floating_point() and x.dtype != torch.float64 and _autocasting(x.device.type):
+        return x
+    return x.to(dtype)
+
+
+def _autocasting(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: one flag per device kind
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _plain(value):
+    """A NumPy scalar as the Python number it holds (a config must hold plain values only)."""
+    return value.item() if isinstance(value, (np.integer, np.floating, np.bool_)) else value
+
+
+def check_dropout(p) -> float:
+    """A drop probability: a finite number in [0, 1) (1 would drop everything), as a float; else ValueError."""
+    return check_real(p, "dropout", 0.0, below=1.0)
+
+
 def default_class_names(num_classes: int) -> list[str]:
     """["background", "foreground"] for two classes, else ["class_0", "class_1", ...]."""
     return ["background", "foreground"] if num_classes == 2 else [f"class_{i}" for i in range(num_classes)]
@@ -213,11 +254,10 @@ class SegmentationModel(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, depth: int, base_channels: int, padding: str):
         super().__init__()
-        sizes = {"in_channels": in_channels, "num_classes": num_classes, "base_channels": base_channels}
-        for name, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        in_channels, num_classes = check_int(in_channels, "in_channels"), check_int(num_classes, "num_classes")
+        base_channels = check_int(base_channels, "base_channels")
         _check_architecture(depth, padding)
+        depth = int(depth)
         self.in_channels, self.num_classes, self.depth, self.padding = in_channels, num_classes, depth, padding
         self.base_channels = base_channels
         self.register_buffer("input_mean", torch.zeros(in_channels))
@@ -226,7 +266,9 @@ class SegmentationModel(nn.Module):
 
     def _record_config(self, arguments: dict) -> None:
         """Keep the constructor's arguments (``locals()`` at the top of a subclass's ``__init__``) as ``config``."""
-        self.config = {"name": self.name} | {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+        self.config = {"name": self.name} | {
+            k: _plain(v) for k, v in arguments.items() if k not in ("self", "__class__")
+        }
 
     # -- class names --------------------------------------------------------------------------------------------
 
@@ -265,7 +307,9 @@ class SegmentationModel(nn.Module):
         self.input_std.copy_(values[1])
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Check ``x`` (N, in_channels, H, W) and its size, then normalise it with the stored statistics."""
+        """Check ``x`` (N, in_channels, H, W) and its size, cast it to the model's dtype (``match_dtype``), then
+        normalise it with the stored statistics."""
+        x = match_dtype(x, self.input_mean.dtype)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"input must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         for what, n in (("input height", x.shape[2]), ("input width", x.shape[3])):
@@ -342,10 +386,12 @@ class UNet(SegmentationModel):
         base_channels: channels of the first level (64 in the paper).
         padding: "valid" (the paper: unpadded convs, cropped skips) or "same" (zero padding, output size = input).
         batch_norm: batch norm after every 3x3 convolution (not in the paper, which predates it).
-        dropout: drop probability after the last encoder level and the bottleneck; 0.5 for the paper's setup.
-        seed: seeds the He-normal initialisation (a NumPy generator, see ``nn.init``).
+        dropout: drop probability after the last encoder level and the bottleneck, in [0, 1); 0.5 for the paper's
+            setup.
+        seed: seeds the He-normal initialisation (a NumPy generator, see ``nn.init``), an integer >= 0.
 
-    ``forward``: (N, in_channels, H, W) -> (N, num_classes, output_size(H), output_size(W)).
+    ``forward``: (N, in_channels, H, W) -> (N, num_classes, output_size(H), output_size(W)), in the model's dtype
+    (an input of another dtype is cast to it first). Bad arguments raise ValueError at construction.
     """
 
     name = "unet"
@@ -362,6 +408,7 @@ class UNet(SegmentationModel):
         seed: int = 0,
     ):
         super().__init__(in_channels, num_classes, depth, base_channels, padding)
+        dropout, seed = check_dropout(dropout), check_int(seed, "seed", minimum=0)
         self._record_config(locals())
         widths = [base_channels * 2**level for level in range(depth + 1)]  # 64, 128, 256, 512, 1024
         self.encoder = nn.ModuleList(
