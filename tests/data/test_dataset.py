@@ -10,11 +10,12 @@ from tests.helpers import assert_close
 from unet_from_scratch.data import dataset as dataset_module
 from unet_from_scratch.data.dataset import SegmentationDataset, make_datasets
 from unet_from_scratch.data.folder import FolderDataset
-from unet_from_scratch.data.sampling import make_loader, minority_fractions, oversampling_sampler
+from unet_from_scratch.data.sampling import EpochSampler, make_loader, minority_fractions, oversampling_sampler
 from unet_from_scratch.data.split import train_val_split
 from unet_from_scratch.data.statistics import DataStatistics
 from unet_from_scratch.data.synthetic import SyntheticCells
 from unet_from_scratch.data.transforms import Compose, MirrorPad, RandomCrop, RandomFlip, RandomRotate90
+from unet_from_scratch.reference.class_weights import class_weights as reference_class_weights
 from unet_from_scratch.reference.weight_map import separation_border, unet_weight_map, unet_weight_map_naive
 
 CELLS = SyntheticCells(6, size=64, seed=11)
@@ -246,6 +247,56 @@ def test_loader_with_a_sampler_and_a_seed_is_reproducible():
     assert loader.sampler is sampler and sum(len(b[0]) for b in loader) == len(ds)
 
 
+def _batches(loader):
+    return [[t.clone() for t in batch] for batch in loader]
+
+
+def _assert_same_batches(first, second):
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def _same(first, second) -> bool:
+    return len(first) == len(second) and all(torch.equal(x, y) for a, b in zip(first, second) for x, y in zip(a, b))
+
+
+def test_a_seed_fixes_the_augmented_batches_with_and_without_workers():
+    ds = SegmentationDataset(CELLS, transform=Compose([RandomFlip(), RandomRotate90(), RandomCrop(24)]))
+    ds.precompute()
+    without = _batches(make_loader(ds, batch_size=2, seed=7))
+    _assert_same_batches(without, _batches(make_loader(ds, batch_size=2, seed=7)))  # was new draws every call
+    with_workers = make_loader(ds, batch_size=2, seed=7, num_workers=2)
+    first_epoch = _batches(with_workers)
+    _assert_same_batches(first_epoch, _batches(make_loader(ds, batch_size=2, seed=7, num_workers=2)))
+    _assert_same_batches(without, first_epoch)  # 0 workers == 2 workers
+    # The batches do depend on the seed: another seed, or the next pass (epoch 1), gives other batches, and
+    # epoch 1 is the same with and without workers too.
+    assert not _same(without, _batches(make_loader(ds, batch_size=2, seed=8)))
+    second_epoch = _batches(with_workers)
+    assert not _same(first_epoch, second_epoch)
+    loader = make_loader(ds, batch_size=2, seed=7)
+    loader.sampler.set_epoch(1)
+    _assert_same_batches(second_epoch, _batches(loader))
+    # In order (shuffle=False) the items come 0, 1, 2, ..., augmented the same way on every call.
+    ordered = make_loader(ds, batch_size=3, shuffle=False, seed=1)
+    np.testing.assert_array_equal(ordered.sampler.order()[0], np.arange(len(ds)))
+    _assert_same_batches(_batches(ordered), _batches(make_loader(ds, batch_size=3, shuffle=False, seed=1)))
+
+
+def test_a_seed_keeps_the_oversampling_weights():
+    ds = SegmentationDataset(CELLS, transform=RandomFlip())
+    oversampling = oversampling_sampler(ds.statistics.image_class_counts, num_samples=9)
+    loader = make_loader(ds, batch_size=3, sampler=oversampling, seed=2)
+    assert isinstance(loader.sampler, EpochSampler) and len(loader.sampler) == 9
+    np.testing.assert_allclose(loader.sampler.weights, oversampling.weights.numpy() / oversampling.weights.sum().item())
+    again = make_loader(ds, batch_size=3, sampler=oversampling, seed=2)
+    _assert_same_batches(_batches(loader), _batches(again))
+    with pytest.raises(ValueError, match="^seed fixes the augmentations through an EpochSampler"):
+        make_loader(ds, sampler=torch.utils.data.SequentialSampler(ds), seed=2)
+
+
 def test_augmentation_follows_the_torch_seed():
     ds = SegmentationDataset(CELLS, transform=Compose([RandomFlip(), RandomRotate90()]))
     torch.manual_seed(3)
@@ -266,16 +317,131 @@ def test_valid_convolution_inputs_are_mirror_padded():
     assert image.shape == (1, 80, 80) and target.shape == (64, 64) and weights.shape == (64, 64)
 
 
-def test_statistics_state_dict_round_trip():
-    stats = SegmentationDataset(CELLS).statistics
+def uneven_source():
+    """Two images of different sizes and three classes, small enough to work every statistic out by hand:
+
+    image A (1, 2, 2) = [[1, 3], [5, 7]],       mask [[0, 0], [0, 1]]        counts (3, 1, 0), 4 pixels
+    image B (1, 2, 3) = [[0, 0, 0], [10]*3],    mask [[0, 0, 2], [2, 2, 2]]  counts (2, 0, 4), 6 pixels
+    """
+    images = [np.array([[[1, 3], [5, 7]]], np.float32), np.array([[[0, 0, 0], [10, 10, 10]]], np.float32)]
+    masks = [np.array([[0, 0], [0, 1]], np.int32), np.array([[0, 0, 2], [2, 2, 2]], np.uint8)]
+    return ListSource(images, masks, ("bg", "a", "b"))
+
+
+def test_statistics_of_a_hand_built_source():
+    stats = SegmentationDataset(uneven_source()).statistics
+    # Ten pixels 1, 3, 5, 7, 0, 0, 0, 10, 10, 10: mean 46 / 10 = 4.6; variance = mean of squares - mean^2 =
+    # (1 + 9 + 25 + 49 + 300) / 10 - 4.6^2 = 38.4 - 21.16 = 17.24.
+    assert_close(np.array(stats.mean), [4.6], dtype=np.float64)
+    assert_close(np.array(stats.std), [np.sqrt(17.24)], dtype=np.float64)
+    np.testing.assert_array_equal(stats.image_class_counts, [[3, 1, 0], [2, 0, 4]])
+    # Balanced, n / (k count_c) with n = 10, k = 3, counts (5, 1, 4): (2/3, 10/3, 5/6), as scikit-learn has it.
+    assert_close(np.array(stats.class_weights), [2 / 3, 10 / 3, 5 / 6], dtype=np.float64)
+    y = np.concatenate([m.ravel() for m in uneven_source().masks])
+    assert_close(np.array(stats.class_weights), compute_class_weight("balanced", classes=np.arange(3), y=y),
+                 dtype=np.float64)  # fmt: skip
+    # What a checkpoint stores: plain values, and back to equal statistics.
     state = stats.state_dict()
-    assert state["class_names"] == ["background", "cell"]
-    restored = DataStatistics.from_state_dict(state)
-    assert restored == stats
-    image = CELLS[0][0]
-    np.testing.assert_array_equal(restored.normalize(image), stats.normalize(image))
-    with pytest.raises(ValueError, match="C=1"):
-        stats.normalize(np.zeros((3, 4, 4), np.float32))
+    assert state == {"class_names": ["bg", "a", "b"], "mean": list(stats.mean), "std": list(stats.std),
+                     "class_weights": list(stats.class_weights)}  # fmt: skip
+    assert all(type(v) is float for key in ("mean", "std", "class_weights") for v in state[key])
+    assert DataStatistics.from_state_dict(state) == stats
+
+
+def test_median_frequency_weights_for_images_of_different_sizes():
+    ds = SegmentationDataset(uneven_source(), class_weight_method="median_frequency")
+    # freq_c = count_c / (pixels of the images in which c appears): bg 5 / (4 + 6) = 1/2, a 1 / 4 (image A only),
+    # b 4 / 6 = 2/3 (image B only); the median is 1/2, so w = (1/2) / freq = (1, 2, 3/4).
+    assert_close(ds.class_weights, [1.0, 2.0, 0.75], dtype=np.float64)
+
+
+def test_median_frequency_weights_from_counts_equal_the_reference_on_images_of_one_size():
+    rng = np.random.default_rng(4)
+    masks = [rng.integers(0, 2, (8, 8)).astype(np.int32) for _ in range(5)]
+    masks[1][2:4, 2:5] = 2  # class 2 in two images only: the per-image pixel total of its frequency matters
+    masks[3][0, :] = 2
+    images = [rng.uniform(0, 1, (1, 8, 8)).astype(np.float32) for _ in masks]
+    for method in ("median_frequency", "balanced"):
+        ds = SegmentationDataset(ListSource(images, masks, ("bg", "a", "b")), class_weight_method=method)
+        expected = reference_class_weights(np.stack(masks), 3, method)
+        assert_close(ds.class_weights, expected, dtype=np.float64, name=method)
+        if method == "median_frequency":
+            # Not the frequency over all pixels: class 2's denominator holds only the two images it appears in.
+            counts = np.bincount(np.stack(masks).ravel(), minlength=3) / (5 * 64)
+            assert not np.allclose(ds.class_weights, np.median(counts) / counts)
+
+
+def one_item_source(image, mask, kind="classes"):
+    source = ListSource([image], [mask])
+    source.mask_kind = kind
+    return source
+
+
+def test_a_two_dimensional_image_is_one_channel():
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 1, (6, 10)).astype(np.float32)  # (H, W): one channel, not 6 channels of 10 pixels
+    mask = (image > 0.5).astype(np.int32)
+    ds = SegmentationDataset(one_item_source(image, mask))
+    assert_close(np.array(ds.statistics.mean), [image.astype(np.float64).mean()], dtype=np.float64)
+    assert_close(np.array(ds.statistics.std), [image.astype(np.float64).std()], dtype=np.float64)
+    item, target, _ = ds[0]
+    np.testing.assert_array_equal(item.numpy(), image[None])
+    np.testing.assert_array_equal(target.numpy(), mask)
+
+
+BAD_ITEMS = {
+    "float mask": (np.zeros((1, 4, 4), np.float32), np.full((4, 4), 0.7), "item 0: mask must hold integer labels, "
+                   "got dtype float64"),
+    "mask of another size": (np.zeros((1, 4, 4), np.float32), np.zeros((4, 5), np.int32),
+                             r"item 0: mask must be \(H, W\) = \(4, 4\), the image's size, got shape \(4, 5\)"),
+    "label outside the classes": (np.zeros((1, 4, 4), np.float32), np.full((4, 4), 2),
+                                  r"item 0: mask labels must lie in \[0, 2\) \(the classes\), got 2..2"),
+    "negative label": (np.zeros((1, 4, 4), np.float32), np.full((4, 4), -1),
+                       r"item 0: mask labels must lie in \[0, 2\)"),
+    "NaN image": (np.full((1, 4, 4), np.nan, np.float32), np.zeros((4, 4), np.int32),
+                  "item 0: image must be finite, got 16 NaN"),
+    "image of rank 4": (np.zeros((1, 1, 4, 4), np.float32), np.zeros((4, 4), np.int32),
+                        r"item 0: image must be \(C, H, W\) or \(H, W\)"),
+    "complex image": (np.zeros((1, 4, 4), np.complex64), np.zeros((4, 4), np.int32),
+                      "item 0: image must be an array of real"),
+    "empty image": (np.zeros((1, 0, 4), np.float32), np.zeros((0, 4), np.int32), "item 0: image must hold at least"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("image, mask, message", BAD_ITEMS.values(), ids=BAD_ITEMS.keys())
+def test_bad_items_of_a_custom_source_raise_naming_the_item(image, mask, message):
+    with pytest.raises(ValueError, match="^" + message):
+        SegmentationDataset(one_item_source(image, mask))
+
+
+def test_negative_instance_ids_raise():
+    with pytest.raises(ValueError, match=r"^item 0: instance ids must lie in \[0, "):
+        SegmentationDataset(one_item_source(np.zeros((1, 4, 4), np.float32), np.full((4, 4), -2), "instances"))
+
+
+def test_a_bad_item_of_the_validation_split_raises_naming_it():
+    # The training statistics never read it: the error comes when the item is read (it was an IndexError in
+    # the weight map's class-weight lookup), naming the source index.
+    source = brightness_source()
+    _, (first, second) = train_val_split(len(source), 0.34, seed=0)  # the validation items, 2 and 3
+    source.masks[first] = source.masks[first] * 3  # label 3 of two classes
+    source.images[second] = source.images[second][:, :, :8]  # an image of another size than its mask
+    train, val = make_datasets(source, val_fraction=0.34, seed=0)
+    assert list(val.indices) == [first, second]
+    labels = rf"^item {first}: mask labels must lie in \[0, 2\) \(the classes\), got 0..3$"
+    with pytest.raises(ValueError, match=labels):
+        val[0]
+    with pytest.raises(ValueError, match=rf"^item {second}: mask must be \(H, W\) = \(16, 8\)"):
+        val[1]
+    source.images[second] = np.zeros((3, 16, 16), np.float32)  # three channels where the training images have one
+    with pytest.raises(ValueError, match=rf"^item {second}: image must have 1 channel\(s\), as the training images"):
+        val[1]
+
+
+def test_training_images_with_different_channels_raise():
+    images = [np.zeros((1, 4, 4), np.float32), np.zeros((3, 4, 4), np.float32)]
+    with pytest.raises(ValueError, match="^item 1: image has 3 channels, item 0 has 1"):
+        SegmentationDataset(ListSource(images, [np.zeros((4, 4), np.int32)] * 2))
 
 
 def test_bad_sources_and_statistics_raise():

@@ -14,7 +14,11 @@ One item, step by step (docs/architecture.md, "the data path of a training step"
    saved with the weights and applied to every later input, at inference too.
 
 A source is any object with ``len``, ``source[i] -> (image, mask)``, ``mask_kind`` ("instances" or "classes") and
-``class_names`` (index k names class k).
+``class_names`` (index k names class k). Every item is checked as it is read (``targets.check_item``, the policy of
+``reference/_checks.py``): an image (C, H, W), or (H, W), which is read as one channel (never as H channels), of
+finite real values with the training images' channels; a mask (H, W) of the image's size, of integer labels (a
+float mask is refused, not rounded) within the classes. A bad item raises a one-line ValueError naming it, in
+whichever split it is.
 
 Weight maps follow the mask through the transforms rather than being recomputed from the moved mask: the paper's
 way, and the same map whenever the transform is a flip or a 90-degree rotation (the distances are isotropic); after
@@ -32,7 +36,7 @@ from torch.utils.data import Dataset
 
 from unet_from_scratch.data.split import train_val_split
 from unet_from_scratch.data.statistics import DataStatistics, compute_statistics
-from unet_from_scratch.data.targets import MASK_KINDS, prepare_labels, target_classes, weight_map
+from unet_from_scratch.data.targets import MASK_KINDS, check_item, prepare_labels, target_classes, weight_map
 from unet_from_scratch.data.transforms import Sample, Transform
 
 
@@ -88,12 +92,26 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``i``'s (image (C, H, W), mask (H, W)) from the source, checked (``targets.check_item``)."""
+        index = int(self.indices[i])
+        image, mask = check_item(*self.source[index], index, self.source.mask_kind, len(self.class_names))
+        if image.shape[0] != len(self.statistics.mean):
+            raise ValueError(
+                f"item {index}: image must have {len(self.statistics.mean)} channel(s), as the training images, "
+                f"got shape {image.shape}"
+            )
+        return image, mask
+
     def labels_and_weights(self, i: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Item ``i``'s untransformed labels int32 (H, W) and weight map float32 (H, W), from the cache."""
+        """Item ``i``'s untransformed labels int32 (H, W) and weight map float32 (H, W), from the cache.
+
+        ``mask`` is the item's mask as ``read`` returns it (read from the source when None).
+        """
         index = int(self.indices[i])
         if index not in self._cache:
             if mask is None:
-                mask = self.source[index][1]
+                mask = self.read(i)[1]
             kind = self.source.mask_kind
             labels = prepare_labels(mask, kind, self.separate_touching)
             self._cache[index] = labels, weight_map(labels, kind, self.class_weights, self.w0, self.sigma)
@@ -107,7 +125,7 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, item) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Item ``i``, or ``(i, seed)`` (from ``EpochSampler``): then the augmentation draws from ``default_rng(seed)``."""
         i, seed = item if isinstance(item, tuple) else (item, None)
-        image, mask = self.source[int(self.indices[i])]
+        image, mask = self.read(i)
         labels, weights = self.labels_and_weights(i, mask)
         sample = Sample(np.asarray(image, dtype=np.float32), labels, weights)
         if self.transform is not None:

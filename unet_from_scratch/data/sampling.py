@@ -113,6 +113,16 @@ def oversampling_sampler(
     )
 
 
+class _LoaderEpochs(EpochSampler):
+    """``EpochSampler`` for ``make_loader``: each pass over the loader is the next epoch (0, 1, 2, ...), so a loader
+    iterated again shuffles and augments anew, reproducibly; ``set_epoch(e)`` makes the next pass epoch ``e``."""
+
+    def __iter__(self):
+        pairs = list(super().__iter__())  # this epoch's items, fixed before the epoch moves on
+        self.set_epoch(self.epoch + 1)
+        return iter(pairs)
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int = 4,
@@ -127,10 +137,29 @@ def make_loader(
 
     A ``sampler`` (e.g. ``oversampling_sampler``) replaces shuffling. Workers are kept alive across epochs
     (``persistent_workers``), so each keeps its weight-map cache. ``pin_memory`` defaults to True where CUDA is
-    available (page-locked batches copy to the GPU asynchronously). ``seed`` fixes the shuffling order and the
-    workers' random streams, hence their augmentations; without workers, augmentations follow torch's global seed.
+    available (page-locked batches copy to the GPU asynchronously).
+
+    ``seed`` fixes the order and the augmentations, with any number of workers, the same with 0 workers as with
+    2: the loader then samples through an ``EpochSampler`` seeded by it, which hands every item its own
+    augmentation seed (a dataset such as ``SegmentationDataset`` takes ``(index, seed)`` items). The k-th pass over
+    the loader is epoch k (``loader.sampler.set_epoch(e)`` chooses the next one). An ``oversampling_sampler``
+    (a ``WeightedRandomSampler``) becomes an ``EpochSampler`` with its weights and number of samples; an
+    ``EpochSampler`` is used as given (its own seed applies); another sampler with a seed raises ValueError.
+    Without ``seed``, the order follows torch's global generator and the augmentations torch's global seed
+    (without workers) or the workers' seeds.
     """
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+        if sampler is None:
+            sampler = _LoaderEpochs(len(dataset), shuffle=shuffle, seed=seed)
+        elif isinstance(sampler, WeightedRandomSampler) and sampler.replacement:
+            sampler = _LoaderEpochs(len(dataset), sampler.num_samples, weights=sampler.weights.numpy(), seed=seed)
+        elif not isinstance(sampler, EpochSampler):
+            raise ValueError(
+                f"seed fixes the augmentations through an EpochSampler or an oversampling_sampler, got a "
+                f"{type(sampler).__name__}: seed that sampler itself and leave seed=None"
+            )
     return DataLoader(
         dataset,
         batch_size=batch_size,

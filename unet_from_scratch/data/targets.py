@@ -17,6 +17,12 @@ computed on the training split:
 
 For an instance mask this is exactly ``unet_weight_map(labels, w0, sigma, class_weights=(w_bg, w_obj))``; for a
 class mask it extends the paper's two-class w_c to any number of classes.
+
+``check_item`` checks what a source hands out, once for the statistics and the dataset alike, by the policy of
+``reference/_checks.py`` (a dataset is where a user's data comes in, so its values are checked too): the image
+(C, H, W), or (H, W) read as one channel, of real values, finite; the mask (H, W) of the image's size, of integer
+labels (a float mask is refused: 0.7 is no class, and casting it would make it class 0), within the classes.
+Each message is one line that names the item.
 """
 
 from __future__ import annotations
@@ -26,6 +32,42 @@ import numpy as np
 from unet_from_scratch.reference.weight_map import separation_border, unet_weight_map
 
 MASK_KINDS = ("instances", "classes")
+_MAX_LABEL = np.iinfo(np.int32).max  # labels are int32 from here on
+
+
+def check_item(image, mask, index: int, mask_kind: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source item ``index``'s (image, mask) checked -> (image (C, H, W) of the source's dtype, mask (H, W)).
+
+    image: (C, H, W), or (H, W), which gets the channel axis (one channel); integer, bool or float, finite.
+    mask: (H, W) of the image's size, integer or bool; labels in [0, num_classes) for class masks, ids >= 0 for
+    instance masks. Raises ValueError (one line, naming the item) otherwise.
+    """
+    image, mask = np.asarray(image), np.asarray(mask)
+    if not (np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_) or np.iscomplexobj(image):
+        raise ValueError(f"item {index}: image must be an array of real numbers, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"item {index}: image must be (C, H, W) or (H, W), got shape {image.shape}")
+    if image.size == 0:
+        raise ValueError(f"item {index}: image must hold at least one channel and pixel, got shape {image.shape}")
+    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        raise ValueError(f"item {index}: image must be finite, got {bad} NaN or infinite value(s)")
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == np.bool_):
+        raise ValueError(
+            f"item {index}: mask must hold integer labels, got dtype {mask.dtype} (a float mask is not cast: "
+            f"0.7 would become class 0)"
+        )
+    if mask.shape != image.shape[1:]:
+        size = image.shape[1:]
+        raise ValueError(f"item {index}: mask must be (H, W) = {size}, the image's size, got shape {mask.shape}")
+    low, high = int(mask.min()), int(mask.max())
+    if mask_kind == "classes" and (low < 0 or high >= num_classes):
+        raise ValueError(f"item {index}: mask labels must lie in [0, {num_classes}) (the classes), got {low}..{high}")
+    if mask_kind == "instances" and (low < 0 or high > _MAX_LABEL):
+        raise ValueError(f"item {index}: instance ids must lie in [0, {_MAX_LABEL}], got {low}..{high}")
+    return image, mask
 
 
 def prepare_labels(mask: np.ndarray, mask_kind: str, separate_touching: bool = True) -> np.ndarray:
