@@ -13,6 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import assert_close, seeded_arrays
+from tests.torch_attention import naive_attention
 from unet_from_scratch.kernels import triton_runs_on
 from unet_from_scratch.reference.attention import (
     scaled_dot_product_attention,
@@ -25,7 +26,6 @@ from unet_from_scratch.kernels import attention  # noqa: E402
 from unet_from_scratch.kernels.attention import flash_attention  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# A mark, not a module-level skip: benchmarks import naive_attention from here without the interpreter on.
 pytestmark = [
     pytest.mark.triton,
     pytest.mark.skipif(
@@ -45,12 +45,6 @@ TOLERANCES = {
     torch.float16: dict(forward=dict(rtol=2e-3, atol=2e-3), grad=dict(rtol=3e-3, atol=3e-3)),
     torch.bfloat16: dict(forward=dict(rtol=1.6e-2, atol=1.6e-2), grad=dict(rtol=2.4e-2, atol=2.4e-2)),
 }
-
-
-def naive_attention(q, k, v, scale=None):
-    """softmax(scale · q kᵀ) v in plain torch, materialising the (seq × seq) weights: the baseline to beat."""
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return torch.softmax(scale * (q @ k.transpose(-1, -2)), dim=-1) @ v
 
 
 def run(fn, arrays, dtype, scale):
@@ -127,10 +121,13 @@ def test_large_shapes_match_reference_on_gpu(shape, dtype):
     assert_all_close(flash, reference(arrays, dtype, None), dtype, "NumPy reference")
 
 
-def test_naive_attention_is_the_same_function():
-    # The benchmark's naive baseline must compute what flash_attention computes, or the comparison means nothing.
-    arrays, dtype, scale = _fixed((1, 2, 17, 16), torch.float32, scale=0.4)
-    assert_all_close(run(naive_attention, arrays, dtype, scale), reference(arrays, dtype, scale), dtype, "reference")
+def test_the_benchmarks_call_matches_the_reference_and_the_naive_baseline():
+    # benchmarks/test_attention.py times flash_attention(q, k, v), default scale, on the tokens of a square map,
+    # against naive_attention: the kernel must compute there what the reference and the baseline compute.
+    arrays, dtype, _ = _fixed((1, 2, 5 * 5, 64), torch.float32, seed=3)
+    flash = run(lambda q, k, v, s: flash_attention(q, k, v), arrays, dtype, None)
+    assert_all_close(flash, reference(arrays, dtype, 64**-0.5), dtype, "NumPy reference, scale 1/8")
+    assert_all_close(flash, run(naive_attention, arrays, dtype, None), dtype, "naive torch baseline")
 
 
 # The padded key rows of dK and dV overflow here and are discarded; NumPy reports it under the interpreter.
