@@ -203,6 +203,9 @@ def test_minority_fractions_and_the_oversampling_weights():
     np.testing.assert_allclose(oversampling_sampler(counts, smoothing=0.0).weights.numpy(), [0.1, 0.0, 0.5])
     with pytest.raises(ValueError, match="image_class_counts"):
         minority_fractions(np.array([[0, 0], [1, 1]]))
+    for smoothing in (-1.0, float("nan")):  # NaN weights failed inside torch's sampler
+        with pytest.raises(ValueError, match="^smoothing must be finite and ≥ 0.0"):
+            oversampling_sampler(counts, smoothing=smoothing)
 
 
 def test_oversampling_favours_images_rich_in_the_minority_class():

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
+from unet_from_scratch.reference._checks import check_real
+
 
 class EpochSampler(Sampler):
     """The items of one epoch as ``(index, augmentation seed)`` pairs, a pure function of ``(seed, epoch)``.
@@ -101,8 +103,7 @@ def oversampling_sampler(
     ``image_class_counts`` (N, K) is ``dataset.statistics.image_class_counts`` of the training dataset (one row per
     item, in item order).
     """
-    if smoothing < 0:
-        raise ValueError(f"smoothing must be >= 0, got {smoothing!r}")
+    smoothing = check_real(smoothing, "smoothing", 0.0)
     fractions = minority_fractions(image_class_counts)
     weights = fractions + smoothing * fractions.mean()
     return WeightedRandomSampler(
