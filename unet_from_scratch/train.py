@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(images/ and masks/, paired by file name). Defaults are those of the quick preset.",
     )
     parser.add_argument("--config", default="quick",
-                        help=f"a preset ({', '.join(presets())}) or a TOML file (default: quick)")
+                        help=f"a preset ({', '.join(presets())}) or a TOML file (default: quick)")  # fmt: skip
+    resumable = ", ".join(f"--{flag}" for flag in RESUME_FLAGS)
     parser.add_argument("--resume", metavar="RUN_DIR",
-                        help=f"continue the run in RUN_DIR from its last.pt (only --{', --'.join(RESUME_FLAGS)} may change)")
+                        help=f"continue the run in RUN_DIR from its last.pt (only {resumable} may change)")  # fmt: skip
     defaults = load_config("quick")
     groups = {}
     for flag, name in flag_fields().items():
@@ -75,17 +76,15 @@ def main(argv=None) -> int:
             extra = sorted(name for name in given if name.partition(".")[2] not in RESUME_FLAGS)
             if extra:
                 flags = ", ".join("--" + {v: k for k, v in fields.items()}[n] for n in extra)
+                resumable = ", ".join(f"--{flag}" for flag in RESUME_FLAGS)
                 raise ConfigError(f"--resume continues a run with its own config; {flags} cannot change "
-                                  f"(only {', '.join('--' + f for f in RESUME_FLAGS)})")  # fmt: skip
+                                  f"(only {resumable})")  # fmt: skip
             trainer = Trainer(resume=args.resume, overrides=given)
         else:
             config = validate(apply_overrides(load_config(args.config), given))
             trainer = Trainer(config)
         metrics = trainer.fit()
-    except (ConfigError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:  # the data
+    except (ConfigError, CheckpointError, ValueError, OSError) as error:  # a flag, a config, the data, a file
         print(f"error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLoss as error:

@@ -110,4 +110,4 @@ def test_every_field_has_one_flag_and_the_help_shows_its_default():
                  "workers", "crop", "out", "init-from", "lr-find"]:  # fmt: skip
         assert flag in fields, flag
         assert f"--{flag}" in help_text
-    assert "--resume" in help_text and "(default: 15)" in help_text and "(default: weighted-ce)" in help_text
+    assert "--resume" in help_text and "(default: 12)" in help_text and "(default: combined)" in help_text

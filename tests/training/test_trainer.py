@@ -157,7 +157,8 @@ def test_each_preset_trains_one_step(tmp_path, preset, overrides):
 
 
 def test_class_weights_count_once(tmp_path):
-    trainer = Trainer(tiny(tmp_path / "run", **{"data.class_weights": "balanced", "data.size": 48}), progress=QUIET)
+    trainer = Trainer(tiny(tmp_path / "run", **{"data.class_weights": "balanced", "data.size": 48,
+                                                "loss.name": "weighted-ce"}), progress=QUIET)  # fmt: skip
     weights = trainer.train_set.class_weights
     assert not np.allclose(weights, 1.0)
     mapped, uses_map = build_loss(trainer.config, weights)

@@ -128,12 +128,16 @@ def training_window(config: TrainConfig, model, sizes: list[tuple[int, int]]) ->
     return output, (input_side - output) // 2
 
 
+def image_sizes(source) -> list[tuple[int, int]]:
+    """(H, W) of every item of ``source`` (one size for all synthetic images)."""
+    if isinstance(source, SyntheticCells):
+        return [source.size] * len(source)
+    return [tuple(source[i][1].shape) for i in range(len(source))]
+
+
 def build_datasets(config: TrainConfig, source, model):
     """(train, val) ``SegmentationDataset``s: augmented square crops for training, whole images for validation."""
-    sizes = [tuple(source[i][1].shape) for i in range(len(source))] if not isinstance(source, SyntheticCells) else [
-        source.size
-    ]
-    output, margin = training_window(config, model, sizes)
+    output, margin = training_window(config, model, image_sizes(source))
     transforms = [AUGMENTATIONS[name]() for name in config.data.augment]
     transforms.append(RandomCrop(output, margin))
     class_weights = None if config.data.class_weights == "none" else config.data.class_weights

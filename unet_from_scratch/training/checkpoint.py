@@ -9,7 +9,9 @@ A checkpoint is one ``torch.save`` of a dict of plain values and tensors:
     statistics             the training split's class names, mean/std and class weights
     optimizer, scaler, plateau, trainer   their state dicts; ``trainer`` holds epoch, step, the partial sums of an
                            interrupted epoch, best score, early-stopping count and the history rows so far
-    rng                    python, numpy and torch (and CUDA) generator states at the moment of saving
+    rng                    python, numpy and torch (and CUDA) generator states at the moment of saving; the
+                           sampler and the augmentations need none: ``data.EpochSampler`` derives each epoch's
+                           order and each item's augmentation seed from (seed, epoch) alone
 
 Writing is atomic: the bytes go to a temporary file in the same folder, are flushed and fsync'ed, and only then
 ``os.replace`` swaps it for the old file (one rename, atomic on POSIX and Windows). A process killed mid-write

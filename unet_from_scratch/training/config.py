@@ -85,12 +85,12 @@ class DataConfig:
 @dataclass
 class LossConfig:
     name: str = _field(
-        "weighted-ce",
+        "combined",
         "ce (class-weighted), weighted-ce (the paper's weight map), dice, focal, combined",
         LOSSES,
         flag="loss",
     )
-    coefficients: list = _field([0.4, 0.4, 0.2], "combined loss: weights of (dice, focal, weighted CE)")
+    coefficients: list = _field([0.7, 0.0, 0.3], "combined loss: weights of (dice, focal, CE weighted by the map)")
     alpha: float = _field(0.25, "focal loss alpha")
     gamma: float = _field(2.0, "focal loss gamma")
     smooth: float = _field(1.0, "Dice smoothing")
@@ -121,8 +121,8 @@ class ScheduleConfig:
 
 @dataclass
 class RunConfig:
-    epochs: int = _field(15, "training epochs")
-    batch_size: int = _field(8, "images per batch (per process under torchrun)")
+    epochs: int = _field(12, "training epochs")
+    batch_size: int = _field(4, "images per batch (per process under torchrun)")
     clip: float = _field(1.0, "gradient max-norm clipping; 0 disables it")
     patience: int = _field(0, "early stopping: epochs without a better val_iou; 0 disables it")
     seed: int = _field(0, "seed of the split, the initialisation, the sampling and the augmentations")

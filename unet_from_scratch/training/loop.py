@@ -52,6 +52,7 @@ from unet_from_scratch.training.build import (
     build_model,
     build_optimizer,
     build_source,
+    image_sizes,
     resolve_device,
 )
 from unet_from_scratch.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -181,6 +182,8 @@ class Trainer:
             generator=torch.Generator().manual_seed(c.run.seed),  # never draws from the global generator
         )  # fmt: skip
         self.val_indices = list(range(world.rank, len(self.val_set), world.size))
+        sizes = image_sizes(self.source)
+        self.val_same_size = len({sizes[int(i)] for i in self.val_set.indices}) == 1
         self.total_steps = c.run.epochs * self.steps_per_epoch
         self.plateau = Plateau(c.schedule.plateau_factor, c.schedule.plateau_patience)
         self.peak_lr = c.optimizer.lr if c.optimizer.lr != "auto" else 1e-3
@@ -284,7 +287,7 @@ class Trainer:
         k = len(self.source.class_names)
         loss_sum, tp, fp, fn, objects = 0.0, np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(3)
         kept = {"image": [], "target": [], "prediction": [], "instances": []} if keep else None
-        batch = self.batch_size if not hasattr(self.source, "samples") else 1  # folder images may differ in size
+        batch = self.batch_size if self.val_same_size else 1  # images of different sizes go one by one
         for start in range(0, len(self.val_indices), batch):
             chunk = self.val_indices[start : start + batch]
             items = [self.val_set[i] for i in chunk]
@@ -391,7 +394,7 @@ class Trainer:
         if self.world.is_main:
             (self.out / "config.toml").write_text(to_toml(c))
             if self.checkpoint is None:
-                image, target, weights = self.train_set[0]
+                image, target, weights = self.train_set[(0, 0)]  # a fixed augmentation seed: no global draw
                 plots.plot_weight_map(image.numpy(), weights.numpy(), self.out / "weight_map.png")
         started = time.perf_counter()
         with self._signals():

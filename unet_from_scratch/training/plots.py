@@ -25,7 +25,8 @@ def plot_curves(rows: list[dict], path) -> None:
     loss.set(title="loss", xlabel="epoch")
     for name in ("iou", "val_iou", "val_f1", "val_instance_f1"):
         scores.plot(epochs, [r[name] for r in rows], marker=".", label=name)
-    scores.set(title="scores (foreground)", xlabel="epoch", ylim=(max(0.0, min(0.9, *(r["val_iou"] for r in rows)) - 0.05), 1.0))
+    lowest = min(0.9, *(r["val_iou"] for r in rows))  # zoom in on the interesting top, but show a weak start
+    scores.set(title="scores (foreground)", xlabel="epoch", ylim=(max(0.0, lowest - 0.05), 1.0))
     rate.plot(epochs, [r["lr"] for r in rows], marker=".")
     rate.set(title="learning rate (end of epoch)", xlabel="epoch", yscale="log")
     for axes in (loss, scores):
