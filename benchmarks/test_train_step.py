@@ -61,8 +61,7 @@ def test_bare_torch_step(benchmark, setup):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = combined_loss_torch(model(image), target, weights, coefficients=trainer.criterion.coefficients,
-                                   validate=False)  # fmt: skip
+        loss = combined_loss_torch(model(image), target, weights, validate=False, **vars(trainer.criterion.options))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -47,7 +47,7 @@ import triton.language as tl
 from unet_from_scratch.kernels import interpreting, triton_runs_on
 from unet_from_scratch.kernels.loss_checks import FUSED_DTYPES as DTYPES
 from unet_from_scratch.kernels.loss_checks import FUSED_MAX_CLASSES as MAX_CLASSES
-from unet_from_scratch.kernels.loss_checks import check_loss_inputs
+from unet_from_scratch.kernels.loss_checks import LossOptions, check_loss_inputs
 
 # On a GPU ``@triton.autotune`` picks the tile per (N, C, H·W); without one it cannot time configurations (and the
 # interpreter runs programs one after another), so a fixed small tile keeps interpreter grids at a few programs
@@ -373,9 +373,9 @@ class CombinedLossFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx, logits, target, pixel_weights, class_weights, alpha, gamma, smooth, include_background, coefficients
-    ):
+    def forward(ctx, logits, target, pixel_weights, class_weights, options: LossOptions):
+        alpha, gamma, smooth = options.alpha, options.gamma, options.smooth
+        include_background, coefficients = options.include_background, options.coefficients
         n, c, h, w = logits.shape
         hw = h * w
         z, strides, memory_format = _layout(logits)
@@ -434,7 +434,7 @@ class CombinedLossFunction(torch.autograd.Function):
             c, hw, *launch["strides"], launch["gamma"],
             BLOCK_C=block_c, **launch["flags"], **_tile(block_c),
         )  # fmt: skip
-        return dz, None, None, None, None, None, None, None, None
+        return dz, None, None, None, None
 
 
 # %%
@@ -445,12 +445,12 @@ class CombinedLossFunction(torch.autograd.Function):
 # inputs are known good (a benchmark, a trainer whose data pipeline checked its labels).
 
 
-def _check_inputs(logits, target, pixel_weights, class_weights, alpha, gamma, smooth, coefficients, validate):
-    """Every ValueError ``combined_loss`` can raise, one line each: the shared checks, then the kernel's own."""
+def _check_inputs(logits, target, pixel_weights, class_weights, validate):
+    """Every ValueError ``combined_loss`` can raise about its tensors, one line each: the shared checks, then the
+    kernel's own (``LossOptions`` has checked the parameters)."""
     check_loss_inputs(
-        logits, target, pixel_weights, class_weights, alpha, gamma, smooth, coefficients, validate,
-        dtypes=DTYPES, max_classes=MAX_CLASSES,
-    )
+        logits, target, pixel_weights, class_weights, validate, dtypes=DTYPES, max_classes=MAX_CLASSES,
+    )  # fmt: skip
     if not triton_runs_on(logits):
         raise ValueError(f"the fused loss needs CUDA tensors (or CPU with TRITON_INTERPRET=1), got {logits.device}")
 
@@ -465,25 +465,21 @@ def combined_loss(
     target: torch.Tensor,
     pixel_weights: torch.Tensor | None = None,
     class_weights: torch.Tensor | None = None,
-    alpha: float = 0.25,
-    gamma: float = 2.0,
-    smooth: float = 1.0,
-    include_background: bool = False,
-    coefficients: tuple[float, float, float] = (0.4, 0.4, 0.2),
     *,
     validate: bool = True,
+    **options,
 ) -> torch.Tensor:
     """c0·Dice + c1·focal + c2·weighted cross-entropy of ``logits``, fused, differentiable in ``logits``.
 
     logits: (N, C, H, W) float32/float16/bfloat16, NCHW or channels-last, 1 <= C <= 16, on CUDA (or on the CPU
     with TRITON_INTERPRET=1). target: (N, H, W) integer labels in [0, C). pixel_weights: (N, H, W) float >= 0 or
-    None. class_weights: (C,) float >= 0 or None. coefficients: (dice, focal, cross-entropy).
+    None. class_weights: (C,) float >= 0 or None. ``options``: the fields of ``LossOptions`` (alpha, gamma, smooth,
+    include_background, coefficients = (dice, focal, cross-entropy)), by keyword, with its defaults.
     Returns a float32 scalar; its gradient has the dtype and layout of ``logits``. The semantics are those of
     ``reference.losses.combined_loss`` (see the module docstring). ``validate=False`` skips the value checks (one
     extra read of the inputs and a host synchronisation); the shape and dtype checks always run.
     Raises ValueError for bad input, before any kernel launches.
     """
-    _check_inputs(logits, target, pixel_weights, class_weights, alpha, gamma, smooth, coefficients, validate)
-    return CombinedLossFunction.apply(
-        logits, target, pixel_weights, class_weights, alpha, gamma, smooth, include_background, tuple(coefficients)
-    )
+    options = LossOptions(**options)
+    _check_inputs(logits, target, pixel_weights, class_weights, validate)
+    return CombinedLossFunction.apply(logits, target, pixel_weights, class_weights, options)

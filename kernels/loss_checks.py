@@ -1,8 +1,9 @@
 """The combined loss's input checks, in torch alone: shared by the Triton kernel and the torch fallback.
 
 This module imports no triton, so ``unet_from_scratch.nn.losses`` can use it on machines without Triton, and
-both paths reject exactly the same calls with exactly the same one-line messages. ``check_loss_parameters`` is the
-part that needs no tensor: ``CombinedLoss`` runs it at construction, so a bad ``gamma`` fails where it is written.
+both paths reject exactly the same calls with exactly the same one-line messages. ``LossOptions`` states the loss's
+parameters and their defaults once, for the kernel, the torch path, the module and the trainer's config, and checks
+them when it is built (``check_loss_parameters``), so a bad ``gamma`` fails where it is written.
 
 The checking policy is the reference's (``reference/_checks.py``): shapes, dtypes and parameters always; the data
 values (finite logits and weights, labels in range) too, since a loss hides a bad value inside one scalar, unless
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 
@@ -26,26 +28,47 @@ FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FUSED_MAX_CLASSES = 16
 
 
+@dataclass(frozen=True)
+class LossOptions:
+    """The parameters of the combined loss c0·Dice + c1·focal + c2·weighted CE, with their defaults.
+
+    alpha, gamma: the focal term -alpha (1 - p_t)^gamma log p_t (Lin et al. 2017; gamma >= 0).
+    smooth: added to the Dice numerator and denominator (>= 0). include_background: Dice over class 0 too.
+    coefficients: (c0, c1, c2), the weights of (Dice, focal, cross-entropy).
+
+    Built once per call or module; the values are checked here (one-line ValueError) and stored as plain floats.
+    """
+
+    alpha: float = 0.25
+    gamma: float = 2.0
+    smooth: float = 1.0
+    include_background: bool = False
+    coefficients: tuple[float, float, float] = (0.4, 0.4, 0.2)
+
+    def __post_init__(self):
+        check_loss_parameters(self.alpha, self.gamma, self.smooth, self.coefficients)
+        for name in ("alpha", "gamma", "smooth"):
+            object.__setattr__(self, name, _real(getattr(self, name), name))
+        object.__setattr__(self, "include_background", bool(self.include_background))
+        object.__setattr__(self, "coefficients", tuple(_real(k, "coefficients") for k in self.coefficients))
+
+
 def check_loss_inputs(
     logits,
     target,
     pixel_weights=None,
     class_weights=None,
-    alpha=0.25,
-    gamma=2.0,
-    smooth=1.0,
-    coefficients=(0.4, 0.4, 0.2),
     validate=True,
     *,
     dtypes=FLOAT_DTYPES,
     max_classes: int | None = None,
 ) -> None:
-    """Raise ValueError (one line) unless the arguments are a valid combined-loss call.
+    """Raise ValueError (one line) unless the tensors are a valid combined-loss call (``LossOptions`` checks the rest).
 
     logits (N, C, H, W) of one of ``dtypes`` with C <= ``max_classes``; target (N, H, W) integer; pixel_weights
     (N, H, W) float or None; class_weights (C,) float or None; all on one device. ``validate=False`` skips the value
     checks (finite logits and weights, labels in [0, C)), which read every input once more and synchronise with the
-    device; shapes, dtypes and parameters are always checked.
+    device; shapes and dtypes are always checked.
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -76,7 +99,6 @@ def check_loss_inputs(
     devices = {x.device for x in (logits, target, pixel_weights, class_weights) if x is not None}
     if len(devices) > 1:
         raise ValueError(f"logits, target and weights must be on one device, got {sorted(map(str, devices))}")
-    check_loss_parameters(alpha, gamma, smooth, coefficients)
     if not validate:
         return
     checks = [

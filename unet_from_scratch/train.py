@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     fields = flag_fields()
     given = {fields[flag]: value for flag, value in ((f, getattr(args, f.replace("-", "_"))) for f in fields)
              if value is not None}  # fmt: skip
-    # Imported here: ``--help`` and bad flags answer at once, without importing torch and the models.
+    # Imported here: ``--help`` and bad flags answer before the models, the data and matplotlib are loaded.
     from unet_from_scratch.training.loop import Interrupted, NonFiniteLoss, Trainer
 
     try:

@@ -319,3 +319,18 @@ def test_a_batch_without_pixels_or_classes_is_refused(shape):
         CombinedLoss(backend="torch")(logits, target, torch.ones(n, h, w))
     with pytest.raises(ValueError, match=message):
         reference.combined_loss(logits.numpy(), target.numpy())
+
+
+def test_the_loss_options_are_stated_once():
+    from unet_from_scratch.kernels.loss_checks import LossOptions
+    from unet_from_scratch.training.config import LossConfig
+
+    assert CombinedLoss().options == LossOptions() == LossOptions(0.25, 2.0, 1.0, False, (0.4, 0.4, 0.2))
+    config = LossConfig()
+    assert (config.alpha, config.gamma, config.smooth, config.include_background) == (
+        LossOptions.alpha, LossOptions.gamma, LossOptions.smooth, LossOptions.include_background,
+    )  # fmt: skip
+    options = LossOptions(alpha=np.float32(0.5), gamma=np.int64(1), coefficients=np.ones(3))
+    assert type(options.alpha) is float and options.coefficients == (1.0, 1.0, 1.0)  # plain values
+    with pytest.raises(TypeError, match="unexpected keyword argument 'gama'"):
+        combined_loss_torch(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.int64), gama=1.0)

@@ -23,12 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unet_from_scratch.kernels import HAS_TRITON
-from unet_from_scratch.kernels.loss_checks import (
-    FUSED_DTYPES,
-    FUSED_MAX_CLASSES,
-    check_loss_inputs,
-    check_loss_parameters,
-)
+from unet_from_scratch.kernels.loss_checks import FUSED_DTYPES, FUSED_MAX_CLASSES, LossOptions, check_loss_inputs
 
 BACKENDS = ("auto", "triton", "torch")
 
@@ -38,24 +33,25 @@ def combined_loss_torch(
     target: torch.Tensor,
     pixel_weights: torch.Tensor | None = None,
     class_weights: torch.Tensor | None = None,
-    alpha: float = 0.25,
-    gamma: float = 2.0,
-    smooth: float = 1.0,
-    include_background: bool = False,
-    coefficients: tuple[float, float, float] = (0.4, 0.4, 0.2),
     *,
     validate: bool = True,
+    **options,
 ) -> torch.Tensor:
     """c0·Dice + c1·focal + c2·weighted cross-entropy of ``logits`` in plain torch ops (formulas: module docstring).
 
     logits: (N, C, H, W) float, any layout. target: (N, H, W) integer labels in [0, C). pixel_weights: (N, H, W)
-    float >= 0 or None. class_weights: (C,) float >= 0 or None. coefficients: (dice, focal, cross-entropy).
+    float >= 0 or None. class_weights: (C,) float >= 0 or None. ``options``: the fields of
+    ``kernels.loss_checks.LossOptions`` (alpha, gamma, smooth, include_background, coefficients = (dice, focal,
+    cross-entropy)), by keyword, with its defaults: the same parameters as the fused kernel's, stated once.
     Returns a scalar computed in float64 for float64 logits and in float32 otherwise (float16/bfloat16 logits are
     upcast, as the fused kernel accumulates in float32). Differentiable in ``logits``; the weights are constants.
-    Raises ValueError for bad input (``check_loss_inputs``; ``validate=False`` skips the value checks).
+    Raises ValueError for bad input (``LossOptions``, ``check_loss_inputs``; ``validate=False`` skips the value
+    checks).
     """
-    check_loss_inputs(logits, target, pixel_weights, class_weights, alpha, gamma, smooth, coefficients, validate)
-    c_dice, c_focal, c_ce = coefficients
+    o = LossOptions(**options)
+    check_loss_inputs(logits, target, pixel_weights, class_weights, validate)
+    alpha, gamma, smooth = o.alpha, o.gamma, o.smooth
+    c_dice, c_focal, c_ce = o.coefficients
     n_classes = logits.shape[1]
     compute = torch.float64 if logits.dtype == torch.float64 else torch.float32
     log_p = F.log_softmax(logits.to(compute), dim=1)  # (N, C, H, W)
@@ -82,7 +78,7 @@ def combined_loss_torch(
     intersection = (p * one_hot).sum(dim=(2, 3))  # (N, C)
     cardinality = p.sum(dim=(2, 3)) + one_hot.sum(dim=(2, 3))  # (N, C)
     dice = (2.0 * intersection + smooth) / (cardinality + smooth)
-    first = 0 if include_background or n_classes == 1 else 1
+    first = 0 if o.include_background or n_classes == 1 else 1
     dice_loss = 1.0 - dice[:, first:].mean()
 
     return c_dice * dice_loss + c_focal * focal + c_ce * cross_entropy
@@ -98,7 +94,8 @@ class CombinedLoss(nn.Module):
     ``.to(device)`` and is saved in the ``state_dict``. forward(logits (N, C, H, W), target (N, H, W),
     pixel_weights (N, H, W) or None) -> scalar loss.
 
-    The parameters are checked here, at construction, by the same ``check_loss_parameters`` the forward runs (alpha
+    ``options`` are the fields of ``LossOptions`` (alpha, gamma, smooth, include_background, coefficients), kept as
+    ``self.options``. They are checked here, at construction, by the same ``LossOptions`` the functions build (alpha
     finite, gamma and smooth finite and >= 0, three finite coefficients), and ``class_weights`` must be a 1-D
     array of finite values >= 0; ValueError otherwise. The inputs of ``forward`` are checked as
     ``combined_loss_torch`` says.
@@ -107,20 +104,16 @@ class CombinedLoss(nn.Module):
     def __init__(
         self,
         class_weights: torch.Tensor | None = None,
-        alpha: float = 0.25,
-        gamma: float = 2.0,
-        smooth: float = 1.0,
-        include_background: bool = False,
-        coefficients: tuple[float, float, float] = (0.4, 0.4, 0.2),
         backend: str = "auto",
         validate: bool = True,
+        **options,
     ):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if backend == "triton" and not HAS_TRITON:
             raise ValueError("backend='triton' needs the triton package, which is not installed")
-        check_loss_parameters(alpha, gamma, smooth, coefficients)
+        self.options = LossOptions(**options)
         if class_weights is not None:
             message = "class_weights must be a 1-D array of finite numbers >= 0, got {!r}"
             try:
@@ -130,11 +123,6 @@ class CombinedLoss(nn.Module):
             if class_weights.dim() != 1 or not bool((torch.isfinite(class_weights) & (class_weights >= 0)).all()):
                 raise ValueError(message.format(class_weights.tolist()))
         self.register_buffer("class_weights", class_weights)
-        self.alpha = alpha
-        self.gamma = gamma
-        self.smooth = smooth
-        self.include_background = include_background
-        self.coefficients = tuple(coefficients)
         self.backend = backend
         self.validate = validate
 
@@ -152,13 +140,9 @@ class CombinedLoss(nn.Module):
         else:
             combined_loss = combined_loss_torch
         return combined_loss(
-            logits, target, pixel_weights, self.class_weights,
-            alpha=self.alpha, gamma=self.gamma, smooth=self.smooth, include_background=self.include_background,
-            coefficients=self.coefficients, validate=self.validate,
-        )  # fmt: skip
+            logits, target, pixel_weights, self.class_weights, validate=self.validate, **vars(self.options)
+        )
 
     def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, gamma={self.gamma}, smooth={self.smooth}, "
-            f"include_background={self.include_background}, coefficients={self.coefficients}, backend={self.backend!r}"
-        )
+        options = ", ".join(f"{k}={v}" for k, v in vars(self.options).items())
+        return f"{options}, backend={self.backend!r}"

@@ -28,6 +28,7 @@ from unet_from_scratch.data import (
     SyntheticCells,
     make_datasets,
 )
+from unet_from_scratch.kernels.loss_checks import LossOptions
 from unet_from_scratch.nn import CombinedLoss, from_config
 from unet_from_scratch.training.config import ConfigError, TrainConfig
 
@@ -160,11 +161,9 @@ def build_loss(config: TrainConfig, class_weights: np.ndarray) -> tuple[Combined
     weights = None
     if loss.name == "ce" and config.data.class_weights != "none":
         weights = torch.as_tensor(class_weights, dtype=torch.float32)
-    module = CombinedLoss(
-        class_weights=weights, alpha=loss.alpha, gamma=loss.gamma, smooth=loss.smooth,
-        include_background=loss.include_background, coefficients=coefficients, backend=loss.backend,
-        validate=False,  # the data are checked where they are read; the trainer checks the loss itself
-    )  # fmt: skip
+    options = LossOptions(loss.alpha, loss.gamma, loss.smooth, loss.include_background, coefficients)
+    # validate=False: the data are checked where they are read, and the trainer checks the loss itself.
+    module = CombinedLoss(class_weights=weights, backend=loss.backend, validate=False, **vars(options))
     return module, uses_map
 
 

@@ -25,6 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from unet_from_scratch.kernels.loss_checks import LossOptions
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -91,10 +93,12 @@ class LossConfig:
         flag="loss",
     )
     coefficients: list = _field([0.7, 0.0, 0.3], "combined loss: weights of (dice, focal, CE weighted by the map)")
-    alpha: float = _field(0.25, "focal loss alpha")
-    gamma: float = _field(2.0, "focal loss gamma")
-    smooth: float = _field(1.0, "Dice smoothing")
-    include_background: bool = _field(False, "Dice over the background class too")
+    # The loss's own defaults (kernels.loss_checks.LossOptions, where they are stated once); only the coefficients
+    # differ: the quick preset's, not the advanced recipe's 0.4/0.4/0.2.
+    alpha: float = _field(LossOptions.alpha, "focal loss alpha")
+    gamma: float = _field(LossOptions.gamma, "focal loss gamma")
+    smooth: float = _field(LossOptions.smooth, "Dice smoothing")
+    include_background: bool = _field(LossOptions.include_background, "Dice over the background class too")
     backend: str = _field("auto", "auto (fused Triton kernel on CUDA), triton, torch", ("auto", "triton", "torch"))
 
 
