@@ -1,6 +1,6 @@
 """Run every lesson and shrink its main figure into ``lessons/thumbnails/``, for ``lessons/README.md``.
 
-    python lessons/make_thumbnails.py [--fast]
+    python lessons/make_thumbnails.py [--fast] [LESSON ...]    # e.g. 12_epochs 13_schedules; none: all
 
 Each lesson writes its figures to ``runs/lessons/<lesson>/`` (ignored by git); its main figure ``<lesson>.png`` is
 scaled to 480 pixels wide and stored with a 64-colour palette, which keeps a thumbnail under 30 KB.
@@ -22,9 +22,14 @@ WIDTH = 480
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="run the lessons with --fast")
+    parser.add_argument("lessons", nargs="*", help="lesson names (file stems); none: every lesson")
     args = parser.parse_args()
     (HERE / "thumbnails").mkdir(exist_ok=True)
-    for lesson in sorted(HERE.glob("[0-9][0-9]_*.py")):
+    lessons = sorted(HERE.glob("[0-9][0-9]_*.py"))
+    unknown = set(args.lessons) - {p.stem for p in lessons}
+    if unknown:
+        parser.error(f"no such lesson: {', '.join(sorted(unknown))}")
+    for lesson in [p for p in lessons if not args.lessons or p.stem in args.lessons]:
         out = HERE.parent / "runs" / "lessons" / lesson.stem
         command = [sys.executable, str(lesson), "--out", str(out)] + (["--fast"] if args.fast else [])
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
