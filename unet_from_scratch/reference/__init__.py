@@ -16,6 +16,8 @@ truth that the torch modules and the Triton kernels are tested against. One idea
 ``metrics``         confusion counts, IoU, Dice, precision, recall, F1, accuracy, instance F1
 ``class_weights``   balanced and median-frequency class weights
 ``weight_map``      the U-Net paper's pixel weight map, exact and fast, and the separation border
+``optim``           SGD (momentum, Nesterov), Adam and RMSProp on a dict of arrays, step for step torch's
+``schedules``       learning-rate policies as pure functions of the step, and plateau reduction
 ==================  ===========================================================================
 
 Bad input raises a one-line ValueError that names what was expected and what came. Which inputs are checked for
