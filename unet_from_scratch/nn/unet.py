@@ -24,7 +24,7 @@ inputs n = 2^depth * b + 4 * (2^(depth+1) - 1) for a bottleneck output b large e
 overlap-tile inference supplies by mirroring). With ``padding="same"`` (zero padding 1) convolutions keep the size,
 any n divisible by 2^depth works and the output has the input's size. ``output_size`` and ``valid_input_size``
 answer these questions; a model given any other size raises a ValueError naming the nearest valid sizes before
-it runs a single layer.
+it runs a single layer. The arithmetic lives in ``unet_from_scratch.sizes`` (torch-free, shared with inference).
 
 Dropout: the paper puts "Drop-out layers at the end of the contracting path" without saying where exactly or
 how strong. ``UNet(dropout=p)`` puts them after the convolutions of the deepest encoder level and of the
@@ -58,67 +58,12 @@ from torch import nn
 from unet_from_scratch.nn.init import he_normal_
 from unet_from_scratch.reference._checks import check_int, check_real
 
-PADDINGS = ("valid", "same")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Size arithmetic
-
-
-def _check_architecture(depth: int, padding: str, extra_convs: int = 0) -> None:
-    check_int(depth, "depth")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    check_int(extra_convs, "extra_convs", minimum=0, what="a non-negative integer")
-
-
-def _trace(size: int, depth: int, padding: str, extra_convs: int) -> int | None:
-    """The output side length for an input side ``size``, or None where some layer would not fit."""
-    per_conv = 2 if padding == "valid" else 0  # pixels one 3x3 convolution takes
-    for _ in range(depth):  # contracting path: two convs, then a 2x2 max-pool that must not drop a row
-        size -= 2 * per_conv
-        if size < 2 or size % 2:
-            return None
-        size //= 2
-    size -= 2 * per_conv  # bottleneck
-    for _ in range(depth):  # expanding path: the up-conv doubles, two convs shrink
-        if size < 1:
-            return None
-        size = 2 * size - 2 * per_conv
-    size -= extra_convs * per_conv  # further 3x3 convs before the output (the attention U-Net has them)
-    return size if size >= 1 else None
-
-
-def output_size(input_size: int, depth: int = 4, padding: str = "valid", extra_convs: int = 0) -> int:
-    """Output side length of a U-Net for an input side length (572 -> 388 with the paper's defaults).
-
-    ``extra_convs`` counts 3x3 convolutions after the expanding path (0 for ``UNet``). Raises ValueError naming
-    the nearest valid sizes if ``input_size`` is not one (see the module docstring for the rules).
-    """
-    _check_architecture(depth, padding, extra_convs)
-    size = _trace(input_size, depth, padding, extra_convs)
-    if size is None:
-        raise ValueError(_size_message("input size", input_size, depth, padding, extra_convs))
-    return size
-
-
-def valid_input_size(n: int, depth: int = 4, padding: str = "valid", extra_convs: int = 0) -> int:
-    """The smallest valid input side length >= n (n itself if it is valid): 570 -> 572 for the paper's network."""
-    _check_architecture(depth, padding, extra_convs)
-    n = max(int(n), 1)
-    while _trace(n, depth, padding, extra_convs) is None:  # valid sizes recur every 2^depth: a short walk
-        n += 1
-    return n
-
-
-def _size_message(what: str, n: int, depth: int, padding: str, extra_convs: int) -> str:
-    below = next((m for m in range(n, 0, -1) if _trace(m, depth, padding, extra_convs) is not None), None)
-    above = valid_input_size(n, depth, padding, extra_convs)
-    if below is None:
-        nearest = f"the smallest valid size is {above}"
-    else:
-        nearest = f"the nearest valid sizes are {below} and {above}"
-    return f"{what} {n} does not fit a U-Net of depth {depth} with {padding!r} padding: {nearest}"
+# The size arithmetic is torch-free and shared (inference, training crops): ``unet_from_scratch.sizes``.
+# ``output_size``, ``valid_input_size`` and ``PADDINGS`` are re-exported from here (and ``nn``).
+from unet_from_scratch.sizes import PADDINGS, output_size, valid_input_size  # noqa: F401
+from unet_from_scratch.sizes import check_architecture as _check_architecture
+from unet_from_scratch.sizes import size_message as _size_message
+from unet_from_scratch.sizes import trace as _trace
 
 
 # ----------------------------------------------------------------------------------------------------------------
