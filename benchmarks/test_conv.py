@@ -16,7 +16,7 @@ import torch
 
 from tests.helpers import assert_close
 from tests.reference.test_conv import torch_conv2d, torch_conv2d_relu
-from unet_from_scratch.reference.conv import conv2d_backward, conv2d_relu
+from unet_from_scratch.reference.conv import conv2d, conv2d_backward, conv2d_relu
 from unet_from_scratch.reference.init import he_normal
 
 
@@ -101,7 +101,7 @@ def test_conv2d_relu_forward(benchmark, smoke, shape, impl):
     x, w, b, _, padding = case(shape, smoke)
     benchmark.group = f"conv2d_relu forward {shape_id(shape)}"
     if impl == "numpy":
-        y = benchmark.pedantic(conv2d_relu, args=(x, w, b, padding), rounds=ROUNDS, warmup_rounds=1)
+        y, _ = benchmark.pedantic(conv2d_relu, args=(x, w, b, padding), rounds=ROUNDS, warmup_rounds=1)
     else:
         tx, tw, tb = map(torch.from_numpy, (x, w, b))
         with torch.no_grad():
@@ -123,7 +123,8 @@ def test_conv2d_backward(benchmark, smoke, shape, impl):
         return torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True)
 
     if impl == "numpy":
-        grads = benchmark.pedantic(conv2d_backward, args=(dy, x, w, padding), rounds=ROUNDS, warmup_rounds=1)
+        _, cache = conv2d(x, w, b, padding)
+        grads = benchmark.pedantic(conv2d_backward, args=(dy, cache), rounds=ROUNDS, warmup_rounds=1)
     else:
         grads = [g.numpy() for g in benchmark.pedantic(torch_backward, rounds=ROUNDS, warmup_rounds=1)]
     for name, ours, theirs in zip(["dx", "dw", "db"], grads, torch_backward()):

@@ -33,6 +33,8 @@ rng = np.random.default_rng(0)
 # The notes' example: a 5x5 input with 5 channels and 45 filters of 3x3. The package uses torch's layouts:
 # the input is (N, C_in, H, W) and the weights are (C_out, C_in, kh, kw), so the notes' w(i, j, k, l) is
 # `w[l, k, i, j]`. A filter covers a 3x3x5 block of the input: 45 multiply-adds, plus its bias, then the ReLU.
+# Like every layer of the reference, `conv2d` and `conv2d_relu` return `(y, cache)`: the output, and what the
+# backward (`conv2d_backward(dy, cache)`) will need.
 
 # %%
 section("one output value by hand")
@@ -40,8 +42,8 @@ a = rng.standard_normal((1, 5, 5, 5))  # (N, C_in, H, W): one 5x5 image with 5 c
 w = he_normal((45, 5, 3, 3), rng, dtype=np.float64)  # (C_out, C_in, kh, kw): 45 filters of 3x3x5
 c = rng.standard_normal(45) * 0.1  # one bias per filter
 
-z = conv2d(a, w, c)  # the sums before the ReLU, used only to pick two instructive positions below
-b = conv2d_relu(a, w, c)  # every output value at once
+z, _ = conv2d(a, w, c)  # the sums before the ReLU, used only to pick two instructive positions below
+b, _ = conv2d_relu(a, w, c)  # every output value at once
 for l, x, y in [np.unravel_index(z[0].argmax(), z[0].shape), np.unravel_index(z[0].argmin(), z[0].shape)]:
     total = 0.0
     for i in range(3):
@@ -70,9 +72,9 @@ print(f"  {np.mean(b == 0):.0%} of the outputs are exactly 0: the ReLU cut their
 section("output sizes of valid convolutions")
 print(f"  5x5x5 input, 45 filters, no padding: output {b.shape[1:]} (channels, H, W)")
 check("no padding: the 5x5 input gives a 3x3 map per filter", b.shape == (1, 45, 3, 3))
-check("padding='same' keeps 5x5", conv2d_relu(a, w, c, padding="same").shape == (1, 45, 5, 5))
+check("padding='same' keeps 5x5", conv2d_relu(a, w, c, padding="same")[0].shape == (1, 45, 5, 5))
 for h, k in [(5, 3), (572, 3), (570, 3), (7, 5), (4, 1)]:
-    out = conv2d(np.zeros((1, 1, h, h)), np.ones((1, 1, k, k)))
+    out, _ = conv2d(np.zeros((1, 1, h, h)), np.ones((1, 1, k, k)))
     print(f"  {h}x{h} input, {k}x{k} kernel -> {out.shape[2]}x{out.shape[3]}")
     check(f"H_out = H - k + 1 for H={h}, k={k}", out.shape[2] == h - k + 1)
 
@@ -82,8 +84,9 @@ for h, k in [(5, 3), (572, 3), (570, 3), (7, 5), (4, 1)]:
 # One output of a 3x3 convolution sees a 3x3 patch. Stack a second one and each of its outputs sees 3x3 outputs
 # of the first, each of which saw 3x3 inputs: a 5x5 patch. In general n stacked 3x3 convolutions see
 # (2n + 1) x (2n + 1). We measure it rather than trust it: the gradient of one output with respect to the input
-# (`conv2d_backward`, applied layer after layer) is non-zero exactly on the inputs that output depends on. With
-# all-positive weights no term can cancel, so the non-zero region is the whole receptive field.
+# (`conv2d_backward`, applied layer after layer to the caches the forward left) is non-zero exactly on the inputs
+# that output depends on. With all-positive weights no term can cancel, so the non-zero region is the whole
+# receptive field.
 
 # %%
 section("receptive field of stacked 3x3 convolutions")
@@ -92,14 +95,15 @@ fields = {}
 for n in depths:
     size = 2 * n + 9
     kernels = [np.abs(rng.standard_normal((1, 1, 3, 3))) + 0.1 for _ in range(n)]
-    activations = [np.ones((1, 1, size, size))]
+    out, caches = np.ones((1, 1, size, size)), []
     for k in kernels:
-        activations.append(conv2d(activations[-1], k))
-    dy = np.zeros_like(activations[-1])
+        out, cache = conv2d(out, k)
+        caches.append(cache)
+    dy = np.zeros_like(out)
     centre = dy.shape[2] // 2
     dy[0, 0, centre, centre] = 1.0  # "which inputs does this one output depend on?"
-    for k, inp in zip(reversed(kernels), reversed(activations[:-1])):
-        dy, _, _ = conv2d_backward(dy, inp, k)
+    for cache in reversed(caches):
+        dy, _, _ = conv2d_backward(dy, cache)
     rows = np.flatnonzero(np.abs(dy[0, 0]).sum(axis=1) > 0)
     fields[n] = dy[0, 0]
     width = rows[-1] - rows[0] + 1
@@ -149,7 +153,7 @@ t0 = time.perf_counter()
 loop = conv2d_relu_loop(x, wt, bias)
 t_loop = time.perf_counter() - t0
 t0 = time.perf_counter()
-fast = conv2d_relu(x, wt, bias)
+fast, _ = conv2d_relu(x, wt, bias)
 t_fast = time.perf_counter() - t0
 print(f"  {c_in} channels, {side}x{side}, {c_out} filters: loop {t_loop * 1e3:.1f} ms, "
       f"conv2d_relu {t_fast * 1e3:.2f} ms")
@@ -170,8 +174,8 @@ section("what one filter does to an image")
 img = np.zeros((1, 1, 24, 24))
 img[0, 0, 6:18, 8:16] = 1.0  # a bright rectangle
 edge = np.array([[[[-1.0, 0.0, 1.0]] * 3]])  # (1, 1, 3, 3): responds to dark-to-bright, left to right
-pre = conv2d(img, edge)
-post = conv2d_relu(img, edge)
+pre, _ = conv2d(img, edge)
+post, _ = conv2d_relu(img, edge)
 check("valid 3x3 on 24x24 gives 22x22", post.shape == (1, 1, 22, 22))
 check("the left edge (dark to bright) survives the ReLU", post.max() == 3.0)
 check("the right edge (bright to dark) is cut by the ReLU", pre.min() == -3.0 and post.min() == 0.0)

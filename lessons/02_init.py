@@ -89,7 +89,7 @@ for name, draw in inits.items():
     for r in range(networks):
         x = rng.standard_normal((1, channels, side + 2 * layers, side + 2 * layers)).astype(np.float32)
         for i in range(layers):
-            x = conv2d_relu(x, draw(), np.zeros(channels, np.float32))  # valid: 2 pixels smaller each layer
+            x, _ = conv2d_relu(x, draw(), np.zeros(channels, np.float32))  # valid: 2 pixels smaller each layer
             runs[r, i] = np.mean(x.astype(np.float64) ** 2)
     moments[name] = runs
     mean = runs.mean(axis=0)

@@ -26,22 +26,24 @@ rng = np.random.default_rng(0)
 # ## Training vs evaluation
 #
 # In training, `dropout(x, p, rng)` keeps each value with probability 1 - p and multiplies the kept ones by
-# 1 / (1 - p); the rest become 0. It returns the mask too: the backward needs to know which values were kept. In
+# 1 / (1 - p); the rest become 0. Like every layer of the reference it returns `(y, cache)`, and the cache holds
+# the mask (`cache["mask"]`): the backward, `dropout_backward(dy, cache)`, needs to know which values were kept. In
 # evaluation (`training=False`) it is the identity: the whole network is used, every time, deterministically.
 
 # %%
 section("training vs evaluation")
 x = np.ones((1000, 1000))
 p = 0.5
-y, mask = dropout(x, p, rng)
+y, cache = dropout(x, p, rng)
+mask = cache["mask"]
 print(f"  p = {p}: kept {mask.mean():.4f} of the values, each now {y[mask][0]:.1f}; mean of y = {y.mean():.4f}")
 check_close("about 1 - p of the values are kept", mask.mean(), 1 - p, atol=0.005)
 check("the kept values are scaled by 1 / (1 - p), the dropped ones are 0",
       np.all(y[mask] == 1 / (1 - p)) and np.all(y[~mask] == 0))
-y_eval, mask_eval = dropout(x, p, rng, training=False)
-check("in evaluation dropout is the identity", np.array_equal(y_eval, x) and mask_eval.all())
+y_eval, cache_eval = dropout(x, p, rng, training=False)
+check("in evaluation dropout is the identity", np.array_equal(y_eval, x) and cache_eval["mask"].all())
 dy = rng.standard_normal(x.shape)
-dx = dropout_backward(dy, mask, p)
+dx = dropout_backward(dy, cache)
 check("the gradient flows only through the kept values, with the same scale",
       np.array_equal(dx, dy * mask / (1 - p)))
 
@@ -97,17 +99,17 @@ def train(p: float, steps: int, seed: int = 0, hidden: int = 128, n_train: int =
 
     def forward(x, training):
         h1 = np.maximum(x @ weights[0].T + biases[0], 0)  # (n, hidden)
-        d1, m1 = dropout(h1, p, drop_rng, training)
+        d1, c1 = dropout(h1, p, drop_rng, training)
         h2 = np.maximum(d1 @ weights[1].T + biases[1], 0)  # (n, hidden)
-        d2, m2 = dropout(h2, p, drop_rng, training)
-        return d2 @ weights[2].T + biases[2], (x, h1, d1, m1, h2, d2, m2)  # (n, 1)
+        d2, c2 = dropout(h2, p, drop_rng, training)
+        return d2 @ weights[2].T + biases[2], (x, h1, d1, c1, h2, d2, c2)  # (n, 1)
 
     curves = []
     for step in range(steps):
-        out, (x, h1, d1, m1, h2, d2, m2) = forward(x_train, True)
+        out, (x, h1, d1, c1, h2, d2, c2) = forward(x_train, True)
         dout = 2 * (out - y_train) / n_train  # d MSE / d out
-        dh2 = dropout_backward(dout @ weights[2], m2, p) * (h2 > 0)
-        dh1 = dropout_backward(dh2 @ weights[1], m1, p) * (h1 > 0)
+        dh2 = dropout_backward(dout @ weights[2], c2) * (h2 > 0)
+        dh1 = dropout_backward(dh2 @ weights[1], c1) * (h1 > 0)
         grads = [dout.T @ d2, dh2.T @ d1, dh1.T @ x]
         grads = [grads[2], grads[1], grads[0], dh1.sum(0), dh2.sum(0), dout.sum(0)]
         for q, g, a, b in zip(params, grads, moment1, moment2):  # Adam, lr 5e-3

@@ -88,15 +88,16 @@ def conv_cases(draw, grid=False, max_size=24):
 
 def ours_conv2d(padding):
     def run(x, w, b, dout):
-        return conv2d(x, w, b, padding), list(conv2d_backward(dout, x, w, padding))
+        y, cache = conv2d(x, w, b, padding)
+        return y, list(conv2d_backward(dout, cache))
 
     return run
 
 
 def ours_conv2d_relu(padding):
     def run(x, w, b, dout):
-        y = conv2d_relu(x, w, b, padding)
-        return y, list(conv2d_relu_backward(dout, x, w, y, padding))
+        y, cache = conv2d_relu(x, w, b, padding)
+        return y, list(conv2d_relu_backward(dout, cache))
 
     return run
 
@@ -141,7 +142,11 @@ def test_relu_matches_torch(data):
     shape = data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple))
     x = data.draw(float_arrays(shape, dtype))
     dy = data.draw(float_arrays(shape, dtype))
-    assert_matches_torch(lambda x, dout: (relu(x), [relu_backward(dout, x)]), F.relu, [x], wrt=[0], dout=dy)
+    def ours(x, dout):
+        y, cache = relu(x)
+        return y, [relu_backward(dout, cache)]
+
+    assert_matches_torch(ours, F.relu, [x], wrt=[0], dout=dy)
 
 
 def test_relu_gradient_is_zero_at_the_kink():
@@ -149,7 +154,7 @@ def test_relu_gradient_is_zero_at_the_kink():
     x, dy = np.array([-1.0, 0.0, -0.0, 1.0]), np.full(4, 5.0)
     _, (torch_dx,) = torch_forward_backward(F.relu, [x], dout=dy, wrt=[0])
     np.testing.assert_array_equal(torch_dx, [0.0, 0.0, 0.0, 5.0])
-    np.testing.assert_array_equal(relu_backward(dy, x), torch_dx)
+    np.testing.assert_array_equal(relu_backward(dy, relu(x)[1]), torch_dx)
 
 
 @st.composite
@@ -226,9 +231,9 @@ def test_hand_worked_example():
     # 1 channel, 3x3 input, 2x2 kernel, valid: each output is the dot product of the kernel with one window.
     x = np.arange(9.0).reshape(1, 1, 3, 3)  # [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
     w = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])  # x[h, v] - x[h + 1, v + 1]
-    np.testing.assert_array_equal(conv2d(x, w, np.array([10.0])), [[[[6.0, 6.0], [6.0, 6.0]]]])
+    np.testing.assert_array_equal(conv2d(x, w, np.array([10.0]))[0], [[[[6.0, 6.0], [6.0, 6.0]]]])
     # Even kernel, "same": the extra row and column of padding go at the bottom and right (as in torch).
-    np.testing.assert_array_equal(conv2d(x, w, padding="same"), [[[[-4.0, -4.0, 2.0], [-4.0, -4.0, 5.0], [6, 7, 8]]]])
+    np.testing.assert_array_equal(conv2d(x, w, padding="same")[0], [[[[-4.0, -4.0, 2.0], [-4.0, -4.0, 5.0], [6, 7, 8]]]])
 
 
 PADDING_AND_KERNELS = [("valid", (3, 3)), ("same", (2, 3)), ("same", (3, 3)), (1, (2, 2)), (2, (1, 3)), (0, (3, 1))]
@@ -239,11 +244,12 @@ def test_conv2d_backward_matches_finite_differences(padding, kernel, rng):
     x = rng.normal(size=(2, 2, 4, 5))
     w = rng.normal(size=(3, 2, *kernel))
     b = rng.normal(size=3)
-    dy = rng.normal(size=conv2d(x, w, b, padding).shape)
-    dx, dw, db = conv2d_backward(dy, x, w, padding)
-    assert_matches_finite_differences(dx, lambda z: conv2d(z, w, b, padding), x, dy, name="dx")
-    assert_matches_finite_differences(dw, lambda z: conv2d(x, z, b, padding), w, dy, name="dw")
-    assert_matches_finite_differences(db, lambda z: conv2d(x, w, z, padding), b, dy, name="db")
+    y, cache = conv2d(x, w, b, padding)
+    dy = rng.normal(size=y.shape)
+    dx, dw, db = conv2d_backward(dy, cache)
+    assert_matches_finite_differences(dx, lambda z: conv2d(z, w, b, padding)[0], x, dy, name="dx")
+    assert_matches_finite_differences(dw, lambda z: conv2d(x, z, b, padding)[0], w, dy, name="dw")
+    assert_matches_finite_differences(db, lambda z: conv2d(x, w, z, padding)[0], b, dy, name="db")
 
 
 @pytest.mark.parametrize("padding, kernel", PADDING_AND_KERNELS)
@@ -253,21 +259,21 @@ def test_conv2d_relu_backward_matches_finite_differences(padding, kernel, rng):
     b = rng.normal(size=3)
     # Central differences with eps = 1e-6 move a pre-activation by < 1e-4 here; any closer to the kink and
     # the difference would straddle it. The seed keeps every pre-activation farther away (checked, not assumed).
-    assert np.min(np.abs(conv2d(x, w, b, padding))) > 1e-3
-    y = conv2d_relu(x, w, b, padding)
+    assert np.min(np.abs(conv2d(x, w, b, padding)[0])) > 1e-3
+    y, cache = conv2d_relu(x, w, b, padding)
     assert 0 < np.count_nonzero(y) < y.size  # both sides of the ReLU are exercised
     dy = rng.normal(size=y.shape)
-    dx, dw, db = conv2d_relu_backward(dy, x, w, y, padding)
-    assert_matches_finite_differences(dx, lambda z: conv2d_relu(z, w, b, padding), x, dy, name="dx")
-    assert_matches_finite_differences(dw, lambda z: conv2d_relu(x, z, b, padding), w, dy, name="dw")
-    assert_matches_finite_differences(db, lambda z: conv2d_relu(x, w, z, padding), b, dy, name="db")
+    dx, dw, db = conv2d_relu_backward(dy, cache)
+    assert_matches_finite_differences(dx, lambda z: conv2d_relu(z, w, b, padding)[0], x, dy, name="dx")
+    assert_matches_finite_differences(dw, lambda z: conv2d_relu(x, z, b, padding)[0], w, dy, name="dw")
+    assert_matches_finite_differences(db, lambda z: conv2d_relu(x, w, z, padding)[0], b, dy, name="db")
 
 
 def test_relu_backward_matches_finite_differences(rng):
     # Values at least 0.1 from the kink, so the centred difference (eps = 1e-6) never straddles it.
     x = rng.uniform(0.1, 2.0, size=(3, 4)) * rng.choice([-1.0, 1.0], size=(3, 4))
     dy = rng.normal(size=(3, 4))
-    assert_matches_finite_differences(relu_backward(dy, x), relu, x, dy, name="relu")
+    assert_matches_finite_differences(relu_backward(dy, relu(x)[1]), lambda z: relu(z)[0], x, dy, name="relu")
 
 
 X = np.zeros((1, 3, 5, 5))
@@ -302,9 +308,6 @@ def test_bad_input_raises(x, w, b, padding, message):
         conv2d(x, w, b, padding)
     with pytest.raises(ValueError, match=message):
         conv2d_relu(x, w, b, padding)
-    if b is None:
-        with pytest.raises(ValueError, match=message):
-            conv2d_backward(np.zeros((1, 2, 3, 3)), x, w, padding)
 
 
 @pytest.mark.parametrize(
@@ -317,19 +320,27 @@ def test_bad_input_raises(x, w, b, padding, message):
 )
 def test_bad_upstream_gradient_raises(dy, message):
     with pytest.raises(ValueError, match=message):
-        conv2d_backward(dy, X, W)
+        conv2d_backward(dy, conv2d(X, W)[1])
+    with pytest.raises(ValueError, match=message.replace("x=float64", "y=float64")):
+        conv2d_relu_backward(dy, conv2d_relu(X, W)[1])
+
+
+def test_a_backward_takes_only_the_cache_of_its_own_forward():
+    with pytest.raises(ValueError, match="cache must be the one conv2d returned, got the cache of conv2d_relu"):
+        conv2d_backward(np.zeros((1, 2, 3, 3)), conv2d_relu(X, W)[1])
+    with pytest.raises(ValueError, match="cache must be the one conv2d_relu returned, got the cache of conv2d"):
+        conv2d_relu_backward(np.zeros((1, 2, 3, 3)), conv2d(X, W)[1])
+    with pytest.raises(ValueError, match="cache must be the one relu returned, got tuple"):
+        relu_backward(np.zeros(3), (np.zeros(3),))
 
 
 def test_bad_relu_input_raises():
     with pytest.raises(ValueError, match="x must be float32 or float64, got int64"):
         relu(np.zeros(3, np.int64))
-    with pytest.raises(ValueError, match=r"dy must have x's shape \(3,\), got \(4,\)"):
-        relu_backward(np.zeros(4), np.zeros(3))
-    with pytest.raises(ValueError, match="dtypes must match, got dy=float32, x=float64"):
-        relu_backward(np.zeros(3, np.float32), np.zeros(3))
-    y = np.zeros((1, 2, 3, 3))
-    with pytest.raises(ValueError, match=r"y \(conv2d_relu's output\) must have dy's shape \(1, 2, 3, 3\), got"):
-        conv2d_relu_backward(y, X, W, np.zeros((1, 2, 3, 4)))
+    with pytest.raises(ValueError, match=r"dy must have the output shape \(3,\), got \(4,\)"):
+        relu_backward(np.zeros(4), relu(np.zeros(3))[1])
+    with pytest.raises(ValueError, match="dtypes must match, got dy=float32, y=float64"):
+        relu_backward(np.zeros(3, np.float32), relu(np.zeros(3))[1])
 
 
 def test_unknown_method_raises():

@@ -43,7 +43,7 @@ def test_center_crop_matches_slicing(case):
     skip, up, dy = case
     h, w = up.shape[2:]
     assert_matches_torch(
-        lambda x, dout: (center_crop(x, (h, w)), [center_crop_backward(dout, x.shape)]),
+        lambda x, dout: (center_crop(x, (h, w))[0], [center_crop_backward(dout, center_crop(x, (h, w))[1])]),
         lambda t: sliced(t, h, w),
         [skip],
         wrt=[0],
@@ -59,7 +59,7 @@ def test_crop_and_concat_matches_torch_cat(case):
     skip, up, dy = case
     h, w = up.shape[2:]
     assert_matches_torch(
-        lambda s, u, dout: (crop_and_concat(s, u), list(crop_and_concat_backward(dout, s.shape, u.shape[1]))),
+        lambda s, u, dout: (crop_and_concat(s, u)[0], list(crop_and_concat_backward(dout, crop_and_concat(s, u)[1]))),
         lambda s, u: torch.cat([sliced(s, h, w), u], dim=1),
         [skip, up],
         wrt=[0, 1],
@@ -72,8 +72,9 @@ def test_crop_and_concat_matches_torch_cat(case):
 def test_odd_difference_leaves_the_extra_row_and_column_at_the_bottom_right():
     x = np.arange(30, dtype=np.float64).reshape(1, 1, 5, 6)
     # (5 - 2) // 2 = 1 row above, 2 below; (6 - 3) // 2 = 1 column left, 2 right.
-    np.testing.assert_array_equal(center_crop(x, (2, 3)), [[[[7, 8, 9], [13, 14, 15]]]])
-    dx = center_crop_backward(np.ones((1, 1, 2, 3)), x.shape)
+    y, cache = center_crop(x, (2, 3))
+    np.testing.assert_array_equal(y, [[[[7, 8, 9], [13, 14, 15]]]])
+    dx = center_crop_backward(np.ones((1, 1, 2, 3)), cache)
     np.testing.assert_array_equal(dx[0, 0], [[0] * 6, [0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 0, 0], [0] * 6, [0] * 6])
 
 
@@ -81,7 +82,7 @@ def test_paper_skip_sizes():
     # The paper's first skip connection: 64 channels of 568x568 cropped to the 392x392 up-convolved map (Fig. 1).
     skip = np.ones((1, 64, 568, 568), np.float32)
     up = np.zeros((1, 64, 392, 392), np.float32)
-    y = crop_and_concat(skip, up)
+    y, _ = crop_and_concat(skip, up)
     assert y.shape == (1, 128, 392, 392)
     assert y[:, :64].min() == 1 and y[:, 64:].max() == 0
 
@@ -90,13 +91,14 @@ def test_paper_skip_sizes():
 def test_backward_matches_finite_differences(shape, size, rng):
     x = rng.normal(size=shape)
     dy = rng.normal(size=(*shape[:2], *size))
-    assert_matches_finite_differences(center_crop_backward(dy, shape), lambda z: center_crop(z, size), x, dy, name="dx")
+    dx = center_crop_backward(dy, center_crop(x, size)[1])
+    assert_matches_finite_differences(dx, lambda z: center_crop(z, size)[0], x, dy, name="dx")
 
     up = rng.normal(size=(shape[0], 3, *size))
     dcat = rng.normal(size=(shape[0], shape[1] + 3, *size))
-    dskip, dup = crop_and_concat_backward(dcat, shape, 3)
-    assert_matches_finite_differences(dskip, lambda z: crop_and_concat(z, up), x, dcat, name="dskip")
-    assert_matches_finite_differences(dup, lambda z: crop_and_concat(x, z), up, dcat, name="dup")
+    dskip, dup = crop_and_concat_backward(dcat, crop_and_concat(x, up)[1])
+    assert_matches_finite_differences(dskip, lambda z: crop_and_concat(z, up)[0], x, dcat, name="dskip")
+    assert_matches_finite_differences(dup, lambda z: crop_and_concat(x, z)[0], up, dcat, name="dup")
 
 
 @pytest.mark.parametrize(
@@ -134,16 +136,24 @@ def test_bad_crop_and_concat_raises(skip, up, message):
 
 
 @pytest.mark.parametrize(
-    "dy, skip_shape, up_channels, message",
+    "dy, message",
     [
-        (np.zeros((1, 5, 2, 2)), (1, 3, 4, 4), 3, r"dy has 5 channels, expected C_skip \+ up_channels"),
-        (np.zeros((1, 5, 2, 2)), (1, 3, 4), 2, r"dy has 5 channels, expected C_skip \+ up_channels"),
-        (np.zeros((1, 5, 2, 2)), (1, 5, 4, 4), 0, r"dy has 5 channels, expected C_skip \+ up_channels"),
-        (np.zeros((1, 5, 2, 2)), (1, 3, 1, 4), 2, r"cannot crop \(1, 4\) to the larger size \(2, 2\)"),
-        (np.zeros((1, 5, 2, 2)), (2, 3, 4, 4), 2, r"x_shape must be \(N, C, H, W\) with \(N, C\) = \(1, 3\) as in dy"),
-        (np.zeros((5, 2, 2)), (1, 3, 4, 4), 2, r"dy must have 4 dimensions \(N, C_skip \+ C_up, h, w\)"),
+        (np.zeros((1, 6, 2, 2)), r"dy must have the output shape \(1, 5, 2, 2\), got \(1, 6, 2, 2\)"),
+        (np.zeros((1, 5, 2, 3)), r"dy must have the output shape \(1, 5, 2, 2\), got \(1, 5, 2, 3\)"),
+        (np.zeros((5, 2, 2)), r"dy must have 4 dimensions \(N, C_skip \+ C_up, h, w\)"),
     ],
 )
-def test_bad_crop_and_concat_backward_raises(dy, skip_shape, up_channels, message):
+def test_bad_crop_and_concat_backward_raises(dy, message):
+    _, cache = crop_and_concat(np.zeros((1, 3, 4, 4)), np.zeros((1, 2, 2, 2)))
     with pytest.raises(ValueError, match=message):
-        crop_and_concat_backward(dy, skip_shape, up_channels)
+        crop_and_concat_backward(dy, cache)
+
+
+def test_bad_center_crop_backward_raises():
+    _, cache = center_crop(np.zeros((1, 3, 4, 4)), (2, 2))
+    with pytest.raises(ValueError, match=r"dy must have the output shape \(1, 3, 2, 2\), got \(1, 2, 2, 2\)"):
+        center_crop_backward(np.zeros((1, 2, 2, 2)), cache)
+    with pytest.raises(ValueError, match="cache must be the one center_crop returned, got tuple"):
+        center_crop_backward(np.zeros((1, 3, 2, 2)), (1, 3, 4, 4))
+    with pytest.raises(ValueError, match="cache must be the one crop_and_concat returned, got the cache of center_crop"):
+        crop_and_concat_backward(np.zeros((1, 3, 2, 2)), cache)

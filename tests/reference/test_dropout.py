@@ -27,7 +27,8 @@ def kept_fraction_bound(p, n):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_keeps_one_minus_p_and_scales_the_kept_by_one_over_one_minus_p(p, dtype):
     x = np.random.default_rng(1).uniform(0.5, 2.0, size=(4, 5, 100, 100)).astype(dtype)
-    y, mask = dropout(x, p, np.random.default_rng(2))
+    y, cache = dropout(x, p, np.random.default_rng(2))
+    mask = cache["mask"]
     assert y.dtype == dtype and y.shape == x.shape and mask.dtype == np.bool_ and mask.shape == x.shape
     assert abs(mask.mean() - (1 - p)) < kept_fraction_bound(p, N)
     assert_close(y[mask], x[mask] / (1 - p), name="kept values")
@@ -47,7 +48,8 @@ def test_mask_entries_are_independent_and_kept_values_are_torchs(p):
     # (kept, kept), (kept, dropped), (dropped, kept), (dropped, dropped) have probabilities q², qp, pq, p²
     # (q = 1 - p). A mask repeated along an axis, or one drawn per row, fails this chi-square test.
     x = np.ones((64, 64, 50), np.float32)
-    y, mask = dropout(x, p, np.random.default_rng(4))
+    y, cache = dropout(x, p, np.random.default_rng(4))
+    mask = cache["mask"]
     q = 1 - p
     for axis in range(3):
         along = np.moveaxis(mask, axis, 0)
@@ -63,11 +65,11 @@ def test_mask_entries_are_independent_and_kept_values_are_torchs(p):
 @pytest.mark.parametrize("p, training", [(0.5, False), (0.0, True), (0.0, False)])
 def test_evaluation_and_p_zero_are_the_identity(p, training, rng):
     x = rng.normal(size=(2, 3, 4, 5))
-    y, mask = dropout(x, p, rng, training=training)
+    y, cache = dropout(x, p, rng, training=training)
     np.testing.assert_array_equal(y, x)
-    assert mask.all() and mask.shape == x.shape
+    assert cache["mask"].all() and cache["mask"].shape == x.shape
     dy = rng.normal(size=x.shape)
-    np.testing.assert_array_equal(dropout_backward(dy, mask, p, training=training), dy)
+    np.testing.assert_array_equal(dropout_backward(dy, cache), dy)
     torch_eval = torch.nn.Dropout(p).train(training)(torch.from_numpy(x)).numpy()
     np.testing.assert_array_equal(y, torch_eval)
 
@@ -78,26 +80,25 @@ def test_backward_routes_through_the_mask_finite_differences(p, rng):
     # becomes a linear function of x whose gradient finite differences measure.
     x = rng.normal(size=(2, 3, 4))
     dy = rng.normal(size=x.shape)
-    _, mask = dropout(x, p, np.random.default_rng(5))
+    _, cache = dropout(x, p, np.random.default_rng(5))
+    mask = cache["mask"]
     assert 0 < mask.sum() < mask.size  # kept and dropped values both present
-    dx = dropout_backward(dy, mask, p)
+    dx = dropout_backward(dy, cache)
     assert_matches_finite_differences(dx, lambda z: dropout(z, p, np.random.default_rng(5))[0], x, dy, name="dx")
     assert np.all(dx[~mask] == 0)
 
 
 def test_dtype_is_kept(rng):
     for dtype in (np.float32, np.float64):
-        y, _ = dropout(np.ones(10, dtype), 0.5, rng)
+        y, cache = dropout(np.ones(10, dtype), 0.5, rng)
         assert y.dtype == dtype
-        assert dropout_backward(np.ones(10, dtype), np.ones(10, bool), 0.5).dtype == dtype
+        assert dropout_backward(np.ones(10, dtype), cache).dtype == dtype
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan"), float("inf"), "0.5", True, None])
 def test_p_outside_zero_one_raises(p, rng):
     with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\), got"):
         dropout(np.ones(3), p, rng)
-    with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\), got"):
-        dropout_backward(np.ones(3), np.ones(3, bool), p)
 
 
 @pytest.mark.parametrize(
@@ -107,14 +108,17 @@ def test_p_outside_zero_one_raises(p, rng):
         (lambda rng: dropout([1.0, 2.0], 0.5, rng), "x must be a numpy array, got list"),
         (lambda rng: dropout(np.ones(3), 0.5, 0), "rng must be a numpy.random.Generator, got int"),
         (
-            lambda rng: dropout_backward(np.ones(3), np.ones(3), 0.5),
-            "mask must be a bool array \\(from dropout\\), got float64",
+            lambda rng: dropout_backward(np.ones(3), np.ones(3, bool)),
+            "cache must be the one dropout returned, got ndarray",
         ),
         (
-            lambda rng: dropout_backward(np.ones(3), np.ones(4, bool), 0.5),
-            r"mask must have dy's shape \(3,\), got \(4,\)",
+            lambda rng: dropout_backward(np.ones(3), dropout(np.ones(4), 0.5, rng)[1]),
+            r"dy must have the output shape \(4,\), got \(3,\)",
         ),
-        (lambda rng: dropout_backward(np.ones(3, np.int32), np.ones(3, bool), 0.5), "dy must be float32 or float64"),
+        (
+            lambda rng: dropout_backward(np.ones(3, np.int32), dropout(np.ones(3), 0.5, rng)[1]),
+            "dy must be float32 or float64",
+        ),
     ],
 )
 def test_bad_input_raises(call, message, rng):

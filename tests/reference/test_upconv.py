@@ -12,8 +12,8 @@ from unet_from_scratch.reference.upconv import conv_transpose2d, conv_transpose2
 
 def ours(stride):
     def run(x, w, b, dout):
-        dx, dw, db = conv_transpose2d_backward(dout, x, w, stride)
-        return conv_transpose2d(x, w, b, stride), [dx, dw, db]
+        y, cache = conv_transpose2d(x, w, b, stride)
+        return y, list(conv_transpose2d_backward(dout, cache))
 
     return run
 
@@ -57,7 +57,7 @@ def test_without_bias_matches_torch(rng):
     x, w = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(3, 2, 2, 2))
     dy = rng.normal(size=(2, 2, 8, 10))
     assert_matches_torch(
-        lambda x, w, dout: (conv_transpose2d(x, w), list(conv_transpose2d_backward(dout, x, w)[:2])),
+        lambda x, w, dout: (conv_transpose2d(x, w)[0], list(conv_transpose2d_backward(dout, conv_transpose2d(x, w)[1])[:2])),
         lambda x, w: F.conv_transpose2d(x, w, stride=2),
         [x, w],
         wrt=[0, 1],
@@ -70,7 +70,7 @@ def test_hand_worked_example():
     # One channel, two pixels: each pixel stamps the 2x2 kernel, scaled by its value, onto its own 2x2 block.
     x = np.array([[[[1.0, 2.0]]]])
     w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
-    y = conv_transpose2d(x, w, np.array([0.5]))
+    y, _ = conv_transpose2d(x, w, np.array([0.5]))
     np.testing.assert_array_equal(y, [[[[1.5, 2.5, 2.5, 4.5], [3.5, 4.5, 6.5, 8.5]]]])
 
 
@@ -84,10 +84,10 @@ def test_backward_matches_finite_differences(shape, kernel, stride, rng):
     w = rng.normal(size=(c_in, 2, *kernel))
     b = rng.normal(size=2)
     dy = rng.normal(size=(n, 2, (h - 1) * stride + kernel[0], (w_ - 1) * stride + kernel[1]))
-    dx, dw, db = conv_transpose2d_backward(dy, x, w, stride)
-    assert_matches_finite_differences(dx, lambda z: conv_transpose2d(z, w, b, stride), x, dy, name="dx")
-    assert_matches_finite_differences(dw, lambda z: conv_transpose2d(x, z, b, stride), w, dy, name="dw")
-    assert_matches_finite_differences(db, lambda z: conv_transpose2d(x, w, z, stride), b, dy, name="db")
+    dx, dw, db = conv_transpose2d_backward(dy, conv_transpose2d(x, w, b, stride)[1])
+    assert_matches_finite_differences(dx, lambda z: conv_transpose2d(z, w, b, stride)[0], x, dy, name="dx")
+    assert_matches_finite_differences(dw, lambda z: conv_transpose2d(x, z, b, stride)[0], w, dy, name="dw")
+    assert_matches_finite_differences(db, lambda z: conv_transpose2d(x, w, z, stride)[0], b, dy, name="db")
 
 
 X = np.zeros((1, 3, 4, 4))
@@ -114,8 +114,6 @@ W = np.zeros((3, 2, 2, 2))
 def test_bad_input_raises(x, w, stride, message):
     with pytest.raises(ValueError, match=message):
         conv_transpose2d(x, w, stride=stride)
-    with pytest.raises(ValueError, match=message):
-        conv_transpose2d_backward(np.zeros((1, 2, 8, 8)), x, w, stride)
 
 
 @pytest.mark.parametrize(
@@ -134,14 +132,14 @@ def test_bad_bias_raises(b, message):
 
 def test_stride_may_be_a_numpy_integer(rng):
     x, w = rng.normal(size=(1, 3, 4, 4)), rng.normal(size=(3, 2, 2, 2))
-    np.testing.assert_array_equal(conv_transpose2d(x, w, stride=np.int64(2)), conv_transpose2d(x, w, stride=2))
+    np.testing.assert_array_equal(conv_transpose2d(x, w, stride=np.int64(2))[0], conv_transpose2d(x, w, stride=2)[0])
 
 
 def test_non_finite_input_is_not_rejected_and_stays_where_it_lands(rng):
     # The checking policy (reference/_checks.py): an activation's NaN reaches exactly the outputs it is stamped on.
     x, w = rng.normal(size=(1, 3, 4, 4)), rng.normal(size=(3, 2, 2, 2))
     x[0, 1, 2, 3] = np.nan
-    y = conv_transpose2d(x, w)
+    y, _ = conv_transpose2d(x, w)
     expected = np.zeros(y.shape, bool)
     expected[0, :, 4:6, 6:8] = True  # pixel (2, 3) stamps the 2x2 block at (4, 6) of every output channel
     np.testing.assert_array_equal(np.isnan(y), expected)
@@ -156,4 +154,11 @@ def test_non_finite_input_is_not_rejected_and_stays_where_it_lands(rng):
 )
 def test_bad_upstream_gradient_raises(dy, message):
     with pytest.raises(ValueError, match=message):
-        conv_transpose2d_backward(dy, X, W)
+        conv_transpose2d_backward(dy, conv_transpose2d(X, W)[1])
+
+
+def test_the_backward_takes_only_a_conv_transpose2d_cache():
+    from unet_from_scratch.reference.conv import conv2d
+
+    with pytest.raises(ValueError, match="cache must be the one conv_transpose2d returned, got the cache of conv2d"):
+        conv_transpose2d_backward(np.zeros((1, 2, 8, 8)), conv2d(X, np.zeros((2, 3, 1, 1)))[1])

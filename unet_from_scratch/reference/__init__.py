@@ -20,6 +20,10 @@ truth that the torch modules and the Triton kernels are tested against. One idea
 ``schedules``       learning-rate policies as pure functions of the step, and plateau reduction
 ==================  ===========================================================================
 
+Every layer has one calling convention, so a network is a loop over layers: ``y, cache = layer(x, ...)`` and
+``grads = layer_backward(dy, cache)``, the cache a dict that names the layer that made it (a backward refuses
+another layer's cache).
+
 Bad input raises a one-line ValueError that names what was expected and what came. Which inputs are checked for
 NaN and infinity, and which are not, is one policy for every module, written down in ``_checks.py``.
 """

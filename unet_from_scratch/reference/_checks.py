@@ -149,6 +149,19 @@ def check_int_array(x, name: str, ndim: int | None = None, layout: str | None = 
     return x
 
 
+def check_cache(cache, layer: str, layers: tuple[str, ...] | None = None) -> dict:
+    """Raise ValueError unless ``cache`` is a cache that the forward ``layer`` (or one of ``layers``) returned.
+
+    Every reference layer returns ``(y, cache)`` and its backward takes ``(dy, cache)``; a cache is a dict that
+    names the layer that made it, so a cache handed to the wrong backward fails here, in one line.
+    """
+    made_by = cache.get("layer") if isinstance(cache, dict) else None
+    if made_by not in (layers or (layer,)):
+        got = f"the cache of {made_by}" if made_by else type(cache).__name__
+        raise ValueError(f"cache must be the one {layer} returned, got {got}")
+    return cache
+
+
 def check_same_dtype(**arrays: np.ndarray) -> None:
     """Raise ValueError unless every given array has the same dtype."""
     dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_finite, check_float_array, check_real, check_same_dtype
+from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_real, check_same_dtype
 
 _LAYOUT = "(batch, heads, seq, head_dim)"
 
@@ -38,7 +38,7 @@ def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, sc
 
     Returns:
         out: (B, H, n, dv), the dtype of the inputs.
-        cache: what the backward needs, ``(q, k, v, p, out, scale)`` with ``p`` the (B, H, n, m) weights.
+        cache: what the backward needs, a dict of ``q, k, v, p, out, scale`` with ``p`` the (B, H, n, m) weights.
 
     The softmax is the stable one: subtracting each row's maximum before ``exp`` changes nothing mathematically
     (the factor ``exp(-max)`` cancels between numerator and denominator) but keeps every exponent ≤ 0, so no
@@ -70,7 +70,7 @@ def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, sc
     e = np.exp(s - s.max(axis=-1, keepdims=True))
     p = e / e.sum(axis=-1, keepdims=True)  # (B, H, n, m)
     out = p @ v  # (B, H, n, dv)
-    return out, (q, k, v, p, out, scale)
+    return out, {"layer": "scaled_dot_product_attention", "q": q, "k": k, "v": v, "p": p, "out": out, "scale": scale}
 
 
 def scaled_dot_product_attention_backward(dout: np.ndarray, cache):
@@ -89,9 +89,10 @@ def scaled_dot_product_attention_backward(dout: np.ndarray, cache):
     a dot product of two rows the forward already produced, which is why flash attention's backward needs no
     (n, m) matrix to compute it ("delta" in Dao et al. 2022, "FlashAttention", Appendix B.2).
 
-    Returns arrays shaped like q, k and v, in their dtype.
+    ``cache`` is the one the forward returned. Returns arrays shaped like q, k and v, in their dtype.
     """
-    q, k, v, p, out, scale = cache
+    check_cache(cache, "scaled_dot_product_attention")
+    q, k, v, p, out, scale = (cache[name] for name in ("q", "k", "v", "p", "out", "scale"))
     check_float_array(dout, "dout", ndim=4, layout=_LAYOUT)
     if dout.shape != out.shape:
         raise ValueError(f"dout must have the output's shape {out.shape}, got {dout.shape}")

@@ -49,7 +49,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from unet_from_scratch.reference._checks import check_finite, check_float_array, check_same_dtype, is_int
+from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_same_dtype, is_int
 
 METHODS = ("windows", "im2col", "shifted")
 
@@ -253,24 +253,30 @@ def correlate_weight_gradient(x: np.ndarray, dy: np.ndarray, *, method: str = "a
     return dw_taps.reshape(kh, kw, c_out, c_in).transpose(2, 3, 0, 1).copy()
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid") -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid"):
     """Convolution (cross-correlation) of ``x`` (N, C_in, H, W) with ``w`` (C_out, C_in, kh, kw), plus ``b`` (C_out,).
 
-    Stride 1; ``padding`` "valid" | "same" | int (see the module docstring). Returns (N, C_out, H_out, W_out) in
-    the inputs' dtype (float32 or float64, all alike). Matches ``F.conv2d(x, w, b, padding=padding)``.
+    Stride 1; ``padding`` "valid" | "same" | int (see the module docstring). Returns ``(y, cache)``: ``y``
+    (N, C_out, H_out, W_out) in the inputs' dtype (float32 or float64, all alike), equal to
+    ``F.conv2d(x, w, b, padding=padding)``; ``cache`` what ``conv2d_backward`` needs (``x``, ``w``, the padding).
     """
     pads = _check_conv(x, w, b, padding)
-    return correlate(_pad(x, *pads), w, b)
+    return correlate(_pad(x, *pads), w, b), {"layer": "conv2d", "x": x, "w": w, "pads": pads}
 
 
-def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, padding="valid"):
+def conv2d_backward(dy: np.ndarray, cache: dict):
     """Gradients of ``conv2d`` -> ``(dx, dw, db)`` shaped like ``x``, ``w`` and (C_out,).
 
-    ``dy`` has the forward output's shape (N, C_out, H_out, W_out). Formulas in the module docstring: dw
-    correlates the padded ``x`` with ``dy``; dx correlates ``dy``, padded by kh - 1 - top rows on top (and so
-    on; a negative amount crops), with ``w`` flipped and transposed to (C_in, C_out, kh, kw).
+    ``dy`` has the forward output's shape (N, C_out, H_out, W_out); ``cache`` is the one ``conv2d`` returned.
+    Formulas in the module docstring: dw correlates the padded ``x`` with ``dy``; dx correlates ``dy``, padded by
+    kh - 1 - top rows on top (and so on; a negative amount crops), with ``w`` flipped and transposed to
+    (C_in, C_out, kh, kw).
     """
-    pads = _check_conv(x, w, None, padding)
+    check_cache(cache, "conv2d")
+    return _conv2d_backward(dy, cache["x"], cache["w"], cache["pads"])
+
+
+def _conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, pads: tuple[int, int, int, int]):
     check_float_array(dy, "dy", ndim=4, layout="(N, C_out, H_out, W_out)")
     expected = _output_shape(x, w, pads)
     if dy.shape != expected:
@@ -285,38 +291,46 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, padding="valid
     return dx, dw, db
 
 
-def relu(x: np.ndarray) -> np.ndarray:
-    """max(x, 0) elementwise, any shape, float32/float64 (Nair & Hinton 2010; ``F.relu``)."""
+def relu(x: np.ndarray):
+    """max(x, 0) elementwise, any shape, float32/float64 (Nair & Hinton 2010; ``F.relu``) -> ``(y, cache)``."""
     check_float_array(x, "x")
-    return np.maximum(x, 0)
+    y = np.maximum(x, 0)
+    return y, {"layer": "relu", "y": y}
 
 
-def relu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Gradient of ``relu`` at ``x``: ``dy`` where x > 0, else 0 -- 0 at the kink x == 0, as in torch."""
-    check_float_array(x, "x")
+def _relu_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``dy`` where the ReLU's output ``y`` is positive (exactly where its input was), else 0."""
     check_float_array(dy, "dy")
-    if dy.shape != x.shape:
-        raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
-    check_same_dtype(dy=dy, x=x)
-    return np.where(x > 0, dy, 0).astype(x.dtype, copy=False)
+    if dy.shape != y.shape:
+        raise ValueError(f"dy must have the output shape {y.shape}, got {dy.shape}")
+    check_same_dtype(dy=dy, y=y)
+    return np.where(y > 0, dy, 0).astype(y.dtype, copy=False)
 
 
-def conv2d_relu(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid") -> np.ndarray:
+def relu_backward(dy: np.ndarray, cache: dict) -> np.ndarray:
+    """Gradient of ``relu``: ``dy`` where x > 0, else 0 -- 0 at the kink x == 0, as in torch.
+
+    ``cache`` is the one ``relu`` returned; it holds the output y, positive exactly where x is.
+    """
+    check_cache(cache, "relu")
+    return _relu_backward(dy, cache["y"])
+
+
+def conv2d_relu(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid"):
     """``relu(conv2d(x, w, b, padding))`` in one call: the U-Net's 3x3 convolution + ReLU (Ronneberger et al.
     2015, Fig. 1). Shapes and dtypes as in ``conv2d``; the ReLU is applied as the convolution's rows are
-    produced (see ``correlate``)."""
+    produced (see ``correlate``). Returns ``(y, cache)``, the cache for ``conv2d_relu_backward``."""
     pads = _check_conv(x, w, b, padding)
-    return correlate(_pad(x, *pads), w, b, relu=True)
+    y = correlate(_pad(x, *pads), w, b, relu=True)
+    return y, {"layer": "conv2d_relu", "x": x, "w": w, "pads": pads, "y": y}
 
 
-def conv2d_relu_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, y: np.ndarray, padding="valid"):
-    """Gradients of ``conv2d_relu`` -> ``(dx, dw, db)``, given its output ``y``.
+def conv2d_relu_backward(dy: np.ndarray, cache: dict):
+    """Gradients of ``conv2d_relu`` -> ``(dx, dw, db)``, from the cache ``conv2d_relu`` returned.
 
-    y = max(z, 0) is positive exactly where the pre-activation z is, so ``y`` tells the ReLU's backward all it
-    needs: dz = relu_backward(dy, y), then conv2d_backward(dz, ...).
+    y = max(z, 0) is positive exactly where the pre-activation z is, so the output ``y`` (kept in the cache) tells
+    the ReLU's backward all it needs: dz = dy where y > 0, else 0; then conv2d_backward(dz, ...).
     """
-    check_float_array(y, "y", ndim=4, layout="(N, C_out, H_out, W_out)")
+    check_cache(cache, "conv2d_relu")
     check_float_array(dy, "dy", ndim=4, layout="(N, C_out, H_out, W_out)")
-    if y.shape != dy.shape:
-        raise ValueError(f"y (conv2d_relu's output) must have dy's shape {dy.shape}, got {y.shape}")
-    return conv2d_backward(relu_backward(dy, y), x, w, padding)
+    return _conv2d_backward(_relu_backward(dy, cache["y"]), cache["x"], cache["w"], cache["pads"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_float_array, check_same_dtype, is_int
+from unet_from_scratch.reference._checks import check_cache, check_float_array, check_same_dtype, is_int
 
 
 def _is_positive_int(v) -> bool:
@@ -40,34 +40,43 @@ def _crop_window(shape: tuple[int, ...], size) -> tuple[slice, slice]:
     return slice(top, top + h), slice(left, left + w)
 
 
-def center_crop(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The central (h, w) window of ``x`` (N, C, H, W) -> (N, C, h, w), same dtype (float32/float64).
+def center_crop(x: np.ndarray, size: tuple[int, int]):
+    """The central (h, w) window of ``x`` (N, C, H, W) -> ``(y, cache)``, ``y`` (N, C, h, w) in ``x``'s dtype
+    (float32/float64), a view of ``x``; ``cache`` (``x``'s shape) for ``center_crop_backward``.
 
     Top/left offsets are ``(H - h) // 2`` and ``(W - w) // 2`` (see the module docstring for odd differences).
-    Returns a view of ``x``. ``size`` larger than (H, W) in either dimension raises ValueError.
+    ``size`` larger than (H, W) in either dimension raises ValueError.
     """
     check_float_array(x, "x", ndim=4, layout="(N, C, H, W)")
     rows, cols = _crop_window(x.shape, size)
-    return x[:, :, rows, cols]
+    y = x[:, :, rows, cols]
+    return y, {"layer": "center_crop", "x_shape": x.shape, "y_shape": y.shape}
 
 
-def center_crop_backward(dy: np.ndarray, x_shape: tuple[int, int, int, int]) -> np.ndarray:
-    """Gradient of ``center_crop``: ``dy`` (N, C, h, w) placed back at the centre of zeros of ``x_shape``.
-
-    The pixels the crop dropped did not reach the output, so their gradient is zero.
-    """
-    check_float_array(dy, "dy", ndim=4, layout="(N, C, h, w)")
-    x_shape = tuple(x_shape)
-    if len(x_shape) != 4 or x_shape[:2] != dy.shape[:2]:
-        raise ValueError(f"x_shape must be (N, C, H, W) with (N, C) = {dy.shape[:2]} as in dy, got {x_shape}")
+def _uncrop(dy: np.ndarray, x_shape: tuple[int, int, int, int]) -> np.ndarray:
+    """``dy`` (N, C, h, w) placed back at the centre of zeros of ``x_shape``."""
     rows, cols = _crop_window(x_shape, dy.shape[2:])
     dx = np.zeros(x_shape, dtype=dy.dtype)
     dx[:, :, rows, cols] = dy
     return dx
 
 
-def crop_and_concat(skip: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """The skip connection: ``concat([center_crop(skip, (h, w)), up], axis=1)`` -> (N, C_skip + C_up, h, w).
+def center_crop_backward(dy: np.ndarray, cache: dict) -> np.ndarray:
+    """Gradient of ``center_crop``: ``dy`` (N, C, h, w) placed back at the centre of zeros of ``x``'s shape.
+
+    ``cache`` is the one ``center_crop`` returned. The pixels the crop dropped did not reach the output, so their
+    gradient is zero.
+    """
+    check_cache(cache, "center_crop")
+    check_float_array(dy, "dy", ndim=4, layout="(N, C, h, w)")
+    if dy.shape != cache["y_shape"]:
+        raise ValueError(f"dy must have the output shape {cache['y_shape']}, got {dy.shape}")
+    return _uncrop(dy, cache["x_shape"])
+
+
+def crop_and_concat(skip: np.ndarray, up: np.ndarray):
+    """The skip connection: ``concat([center_crop(skip, (h, w)), up], axis=1)`` -> ``(y, cache)``, ``y``
+    (N, C_skip + C_up, h, w), ``cache`` (the two inputs' shapes) for ``crop_and_concat_backward``.
 
     ``skip`` (N, C_skip, H, W) is the encoder map, ``up`` (N, C_up, h, w) the up-convolved decoder map, with
     h <= H and w <= W; same batch size and dtype. The encoder's channels come first, as in the paper's figure and
@@ -78,23 +87,19 @@ def crop_and_concat(skip: np.ndarray, up: np.ndarray) -> np.ndarray:
     if skip.shape[0] != up.shape[0]:
         raise ValueError(f"skip and up must have the same batch size, got {skip.shape[0]} and {up.shape[0]}")
     check_same_dtype(skip=skip, up=up)
-    return np.concatenate([center_crop(skip, up.shape[2:]), up], axis=1)
+    y = np.concatenate([center_crop(skip, up.shape[2:])[0], up], axis=1)
+    return y, {"layer": "crop_and_concat", "skip_shape": skip.shape, "y_shape": y.shape}
 
 
-def crop_and_concat_backward(
-    dy: np.ndarray, skip_shape: tuple[int, int, int, int], up_channels: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gradients of ``crop_and_concat`` -> ``(dskip, dup)``.
+def crop_and_concat_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of ``crop_and_concat`` -> ``(dskip, dup)``, from the cache ``crop_and_concat`` returned.
 
     ``dy`` is (N, C_skip + C_up, h, w); its first C_skip channels flow back through the crop (zero-padded to
-    ``skip_shape``), the last ``up_channels`` go to ``up`` unchanged.
+    ``skip``'s shape), the last C_up go to ``up`` unchanged.
     """
+    check_cache(cache, "crop_and_concat")
     check_float_array(dy, "dy", ndim=4, layout="(N, C_skip + C_up, h, w)")
-    skip_shape = tuple(skip_shape)
-    if not _is_positive_int(up_channels) or len(skip_shape) != 4 or skip_shape[1] + up_channels != dy.shape[1]:
-        raise ValueError(
-            f"dy has {dy.shape[1]} channels, expected C_skip + up_channels from skip_shape {skip_shape} "
-            f"and up_channels {up_channels}"
-        )
-    c_skip = skip_shape[1]
-    return center_crop_backward(dy[:, :c_skip], skip_shape), dy[:, c_skip:].copy()
+    if dy.shape != cache["y_shape"]:
+        raise ValueError(f"dy must have the output shape {cache['y_shape']}, got {dy.shape}")
+    c_skip = cache["skip_shape"][1]
+    return _uncrop(dy[:, :c_skip], cache["skip_shape"]), dy[:, c_skip:].copy()

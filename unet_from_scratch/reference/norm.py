@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_finite, check_float_array, check_real, check_same_dtype
+from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_real, check_same_dtype
 
 
 def batch_norm(
@@ -80,14 +80,14 @@ def batch_norm(
     inv_std = 1.0 / np.sqrt(var + eps)
     xhat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
     y = gamma[None, :, None, None] * xhat + beta[None, :, None, None]
-    cache = dict(xhat=xhat, gamma=gamma, inv_std=inv_std, training=training)
+    cache = dict(layer="batch_norm", xhat=xhat, gamma=gamma, inv_std=inv_std, training=training)
     return y, cache
 
 
 def batch_norm_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``batch_norm`` -> ``(dx, dgamma, dbeta)``, shaped like x, (C,), (C,).
 
-    ``dy`` has x's shape and dtype. With sums over (N, H, W) per channel and M = N*H*W:
+    ``dy`` has x's shape and dtype, ``cache`` is the one ``batch_norm`` returned. With sums over (N, H, W) per channel and M = N*H*W:
 
         dbeta  = sum dy,    dgamma = sum dy * xhat
         training:  dx = gamma * inv_std / M * (M * dy - sum dy - xhat * sum dy * xhat)
@@ -97,6 +97,7 @@ def batch_norm_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.nda
     line, as in CS231n's assignment 2 (``batchnorm_backward_alt``): the two subtracted terms remove the parts of
     ``dy`` that shifting the mean and scaling the variance would undo.
     """
+    check_cache(cache, "batch_norm")
     xhat, gamma, inv_std = cache["xhat"], cache["gamma"], cache["inv_std"]
     check_float_array(dy, "dy", ndim=4, layout="(N, C, H, W)")
     if dy.shape != xhat.shape:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_float_array, check_int, check_same_dtype
+from unet_from_scratch.reference._checks import check_cache, check_float_array, check_int, check_same_dtype
 
 
 def _check_pool_input(x: np.ndarray, kernel_size: int) -> None:
@@ -37,25 +37,28 @@ def _windows(x: np.ndarray, k: int) -> np.ndarray:
     return x[:, :, : ho * k, : wo * k].reshape(n, c, ho, k, wo, k).transpose(0, 1, 2, 4, 3, 5)
 
 
-def max_pool2d(x: np.ndarray, kernel_size: int = 2) -> np.ndarray:
-    """Max-pool ``x`` (N, C, H, W) over k x k windows with stride k -> (N, C, H // k, W // k), same dtype.
+def max_pool2d(x: np.ndarray, kernel_size: int = 2):
+    """Max-pool ``x`` (N, C, H, W) over k x k windows with stride k -> ``(y, cache)``, ``y`` (N, C, H // k, W // k)
+    in ``x``'s dtype, ``cache`` (``x`` and k) for ``max_pool2d_backward``.
 
     ``x`` is float32/float64 without NaN; H and W must be at least ``kernel_size`` (torch errors on an empty
     output as well). Infinities are fine: they are ordered like any other value.
     """
     _check_pool_input(x, kernel_size)
-    return _windows(x, kernel_size).max(axis=(4, 5))
+    y = _windows(x, kernel_size).max(axis=(4, 5))
+    return y, {"layer": "max_pool2d", "x": x, "kernel_size": int(kernel_size)}
 
 
-def max_pool2d_backward(dy: np.ndarray, x: np.ndarray, kernel_size: int = 2) -> np.ndarray:
+def max_pool2d_backward(dy: np.ndarray, cache: dict) -> np.ndarray:
     """Gradient of ``max_pool2d`` with respect to ``x``: each ``dy`` entry goes to its window's maximum.
 
-    ``dy`` (N, C, H // k, W // k) and ``x`` (N, C, H, W), same dtype. Returns ``dx`` shaped like ``x``:
-    ``dx[n, c, k*i + p*, k*j + q*] = dy[n, c, i, j]`` at the first (row-major) argmax ``(p*, q*)`` of each window,
-    zero elsewhere — including the rows/columns that an odd size drops.
+    ``dy`` (N, C, H // k, W // k) in ``x``'s dtype; ``cache`` the one ``max_pool2d`` returned. Returns ``dx``
+    shaped like ``x``: ``dx[n, c, k*i + p*, k*j + q*] = dy[n, c, i, j]`` at the first (row-major) argmax
+    ``(p*, q*)`` of each window, zero elsewhere — including the rows/columns that an odd size drops. The argmax is
+    found again from ``x`` here, not stored by the forward: the forward stays one reduction.
     """
-    _check_pool_input(x, kernel_size)
-    k = kernel_size
+    check_cache(cache, "max_pool2d")
+    x, k = cache["x"], cache["kernel_size"]
     windows = _windows(x, k)
     n, c, ho, wo = windows.shape[:4]
     check_float_array(dy, "dy", ndim=4, layout="(N, C, H_out, W_out)")

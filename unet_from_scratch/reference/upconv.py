@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from unet_from_scratch.reference._checks import check_finite, check_float_array, check_int, check_same_dtype
+from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_int, check_same_dtype
 
 
 def _check_inputs(x: np.ndarray, w: np.ndarray, stride: int) -> None:
@@ -48,12 +48,12 @@ def _output_shape(x: np.ndarray, w: np.ndarray, s: int) -> tuple[int, int, int, 
     return n, c_out, (h - 1) * s + kh, (wd - 1) * s + kw
 
 
-def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 2) -> np.ndarray:
+def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 2):
     """Transposed convolution of ``x`` (N, C_in, H, W) with ``w`` (C_in, C_out, kh, kw) and bias ``b`` (C_out,).
 
-    Returns (N, C_out, (H-1)*s + kh, (W-1)*s + kw) in the dtype of ``x`` (float32/float64; all inputs alike).
-    With the U-Net's 2x2 kernel and stride 2 that is (N, C_out, 2H, 2W). Matches ``F.conv_transpose2d(x, w, b,
-    stride)``.
+    Returns ``(y, cache)``: ``y`` (N, C_out, (H-1)*s + kh, (W-1)*s + kw) in the dtype of ``x`` (float32/float64;
+    all inputs alike), with the U-Net's 2x2 kernel and stride 2 (N, C_out, 2H, 2W), equal to
+    ``F.conv_transpose2d(x, w, b, stride)``; ``cache`` (``x``, ``w``, s) for ``conv_transpose2d_backward``.
     """
     _check_inputs(x, w, stride)
     c_out, kh, kw = w.shape[1:]
@@ -73,22 +73,21 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, 
             y[:, :, p : p + s * (h - 1) + 1 : s, q : q + s * (wd - 1) + 1 : s] += cols[..., p, q]
     if b is not None:
         y += b[None, :, None, None]
-    return y
+    return y, {"layer": "conv_transpose2d", "x": x, "w": w, "stride": int(stride)}
 
 
-def conv_transpose2d_backward(
-    dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride: int = 2
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv_transpose2d_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``conv_transpose2d`` -> ``(dx, dw, db)`` shaped like ``x``, ``w`` and (C_out,).
 
-    ``dy`` has the forward output's shape. Reading the forward formula backwards, each input pixel sees the
+    ``dy`` has the forward output's shape; ``cache`` is the one ``conv_transpose2d`` returned. Reading the forward formula backwards, each input pixel sees the
     k x k patch of ``dy`` its kernel was stamped on, ``dcols[n, o, i, j, p, q] = dy[n, o, s*i + p, s*j + q]``:
 
         dx[n, c, i, j] = sum_{o,p,q} dcols[n, o, i, j, p, q] * w[c, o, p, q]   (a stride-s convolution of dy)
         dw[c, o, p, q] = sum_{n,i,j} x[n, c, i, j] * dcols[n, o, i, j, p, q]
         db[o]          = sum_{n,y,x} dy[n, o, y, x]
     """
-    _check_inputs(x, w, stride)
+    check_cache(cache, "conv_transpose2d")
+    x, w, stride = cache["x"], cache["w"], cache["stride"]
     check_float_array(dy, "dy", ndim=4, layout="(N, C_out, H_out, W_out)")
     expected = _output_shape(x, w, stride)
     if dy.shape != expected:
