@@ -235,7 +235,7 @@ def plot_threshold_sweep(sweep: dict, path) -> None:
     ax.axvline(sweep["best_threshold"], color="grey", linestyle="--", linewidth=1)
     ax.set(xlabel="foreground probability threshold", ylabel="score", xlim=(0, 1),
            title=f"best pixel F1 {sweep['best_f1']:.4f} at {sweep['best_threshold']:.2f}")  # fmt: skip
-    ax.legend(loc="lower center")
+    ax.legend(loc="best")
     figure.savefig(path, dpi=120)
 
 
