@@ -51,7 +51,7 @@ def _check_ran(result: subprocess.CompletedProcess, lesson: Path, out: Path) -> 
 
 # Part 1 is lessons 1-10; part 2 so far 12 on. Number 11 (the optimizers) waits for the NumPy optimizers it
 # compares with torch.optim, and the later ones for inference and the NumPy engine.
-NUMBERS = [*range(1, 11), 12, 13]
+NUMBERS = [*range(1, 11), 12, 13, 14]
 
 
 def test_lessons_are_numbered_as_the_readme_path():
