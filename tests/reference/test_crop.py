@@ -155,5 +155,5 @@ def test_bad_center_crop_backward_raises():
         center_crop_backward(np.zeros((1, 2, 2, 2)), cache)
     with pytest.raises(ValueError, match="cache must be the one center_crop returned, got tuple"):
         center_crop_backward(np.zeros((1, 3, 2, 2)), (1, 3, 4, 4))
-    with pytest.raises(ValueError, match="cache must be the one crop_and_concat returned, got the cache of center_crop"):
+    with pytest.raises(ValueError, match="cache must be the one crop_and_concat returned, got the cache of center_c"):
         crop_and_concat_backward(np.zeros((1, 3, 2, 2)), cache)

@@ -1,4 +1,4 @@
-"""The trainer sets its learning rate with the NumPy reference's schedules (tested in tests/reference/test_schedules.py)."""
+"""The trainer sets its learning rate with the reference's schedules (tested in tests/reference/test_schedules.py)."""
 
 from unet_from_scratch.reference import schedules as reference
 from unet_from_scratch.training import loop, schedules

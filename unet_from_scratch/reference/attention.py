@@ -22,7 +22,13 @@ import math
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_real, check_same_dtype
+from unet_from_scratch.reference._checks import (
+    check_cache,
+    check_finite,
+    check_float_array,
+    check_real,
+    check_same_dtype,
+)
 
 _LAYOUT = "(batch, heads, seq, head_dim)"
 

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_real, check_same_dtype
+from unet_from_scratch.reference._checks import (
+    check_cache,
+    check_finite,
+    check_float_array,
+    check_real,
+    check_same_dtype,
+)
 
 
 def batch_norm(
@@ -87,7 +93,8 @@ def batch_norm(
 def batch_norm_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``batch_norm`` -> ``(dx, dgamma, dbeta)``, shaped like x, (C,), (C,).
 
-    ``dy`` has x's shape and dtype, ``cache`` is the one ``batch_norm`` returned. With sums over (N, H, W) per channel and M = N*H*W:
+    ``dy`` has x's shape and dtype, ``cache`` is the one ``batch_norm`` returned. With sums over (N, H, W) per
+    channel and M = N*H*W:
 
         dbeta  = sum dy,    dgamma = sum dy * xhat
         training:  dx = gamma * inv_std / M * (M * dy - sum dy - xhat * sum dy * xhat)

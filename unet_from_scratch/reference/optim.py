@@ -87,7 +87,8 @@ class Optimizer:
             p = self.params[name]
             check_float_array(g, f"grads[{name!r}]")
             if g.shape != p.shape or g.dtype != p.dtype:
-                raise ValueError(f"grads[{name!r}] must be {p.dtype} {p.shape} like its parameter, got {g.dtype} {g.shape}")
+                expected, got = f"{p.dtype} {p.shape}", f"{g.dtype} {g.shape}"
+                raise ValueError(f"grads[{name!r}] must be {expected} like its parameter, got {got}")
             check_finite(g, f"grads[{name!r}]")
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
@@ -122,13 +123,17 @@ class Optimizer:
             raise ValueError(f"state must hold the buffers {sorted(self.buffers)}, got {sorted(buffers)}")
         for b in self.buffers:
             if buffers[b].keys() != self.params.keys():
-                raise ValueError(f"state[{b!r}] must have the names of params {sorted(self.params)}, got {sorted(buffers[b])}")
+                names = sorted(self.params)
+                raise ValueError(f"state[{b!r}] must have the names of params {names}, got {sorted(buffers[b])}")
             for n, a in buffers[b].items():
                 if not isinstance(a, np.ndarray) or a.shape != self.params[n].shape:
-                    raise ValueError(f"state[{b!r}][{n!r}] must have shape {self.params[n].shape}, got {getattr(a, 'shape', a)!r}")
+                    got = getattr(a, "shape", a)
+                    raise ValueError(f"state[{b!r}][{n!r}] must have shape {self.params[n].shape}, got {got!r}")
         type(self).__init__(self, self.params, **state["hyperparameters"])
         self.steps = int(state["steps"])
-        self.state = {b: {n: a.astype(self.params[n].dtype, copy=True) for n, a in buffers[b].items()} for b in self.buffers}
+        self.state = {
+            b: {n: a.astype(self.params[n].dtype, copy=True) for n, a in buffers[b].items()} for b in self.buffers
+        }
 
 
 class SGD(Optimizer):
@@ -194,7 +199,7 @@ class Adam(Optimizer):
 
 
 class RMSProp(Optimizer):
-    """RMSProp with smoothing ``alpha`` in [0, 1), ``eps`` > 0 and optional ``momentum`` in [0, 1) (module docstring)."""
+    """RMSProp, smoothing ``alpha`` in [0, 1), ``eps`` > 0, optional ``momentum`` in [0, 1) (module docstring)."""
 
     buffers = ("square_avg", "momentum_buffer")
 

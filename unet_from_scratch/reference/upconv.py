@@ -26,7 +26,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_int, check_same_dtype
+from unet_from_scratch.reference._checks import (
+    check_cache,
+    check_finite,
+    check_float_array,
+    check_int,
+    check_same_dtype,
+)
 
 
 def _check_inputs(x: np.ndarray, w: np.ndarray, stride: int) -> None:
@@ -79,8 +85,9 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, 
 def conv_transpose2d_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``conv_transpose2d`` -> ``(dx, dw, db)`` shaped like ``x``, ``w`` and (C_out,).
 
-    ``dy`` has the forward output's shape; ``cache`` is the one ``conv_transpose2d`` returned. Reading the forward formula backwards, each input pixel sees the
-    k x k patch of ``dy`` its kernel was stamped on, ``dcols[n, o, i, j, p, q] = dy[n, o, s*i + p, s*j + q]``:
+    ``dy`` has the forward output's shape; ``cache`` is the one ``conv_transpose2d`` returned. Reading the forward
+    formula backwards, each input pixel sees the k x k patch of ``dy`` its kernel was stamped on,
+    ``dcols[n, o, i, j, p, q] = dy[n, o, s*i + p, s*j + q]``:
 
         dx[n, c, i, j] = sum_{o,p,q} dcols[n, o, i, j, p, q] * w[c, o, p, q]   (a stride-s convolution of dy)
         dw[c, o, p, q] = sum_{n,i,j} x[n, c, i, j] * dcols[n, o, i, j, p, q]
