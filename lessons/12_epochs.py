@@ -27,12 +27,14 @@ from _lesson import check, check_close, section, start
 
 from unet_from_scratch.data import SyntheticCells
 from unet_from_scratch.nn import UNet
-from unet_from_scratch.training import Trainer, load_config
+from unet_from_scratch.training import Trainer, load_config, plots
 from unet_from_scratch.training.build import MIN_SAMPLES_PER_EPOCH
 from unet_from_scratch.training.config import TrainConfig, apply_overrides, validate
 from unet_from_scratch.training.progress import Progress, read_history
 
 lesson = start("12_epochs", "epochs, iterations, batches: what each counts; batch size vs gradient noise and memory")
+if lesson.fast:  # a tiny run spends most of its time drawing its end-of-run pictures: --fast skips them
+    plots.plot_curves = plots.plot_predictions = plots.plot_weight_map = lambda *args, **kwargs: None
 torch.manual_seed(0)
 
 # %% [markdown]

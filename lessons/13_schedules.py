@@ -31,13 +31,15 @@ import torch
 from _lesson import check, check_close, section, start
 
 from unet_from_scratch.train import main as train_cli
-from unet_from_scratch.training import Trainer, load_checkpoint, load_config
+from unet_from_scratch.training import Trainer, load_checkpoint, load_config, plots
 from unet_from_scratch.training.config import TrainConfig, apply_overrides, validate
 from unet_from_scratch.training.lr_finder import range_test, suggest
 from unet_from_scratch.training.progress import Progress, read_history
 from unet_from_scratch.training.schedules import Plateau, learning_rate, one_cycle, warmup_cosine
 
 lesson = start("13_schedules", "the LR range test, warmup + cosine, one-cycle, plateau; the fine-tuning recipe")
+if lesson.fast:  # a tiny run spends most of its time drawing its end-of-run pictures: --fast skips them
+    plots.plot_curves = plots.plot_predictions = plots.plot_weight_map = lambda *args, **kwargs: None
 SMALL = {"data.images": 20, "data.size": 32, "model.depth": 2, "model.base_channels": 8, "model.batch_norm": False,
          "run.clip": 0.0, "data.samples_per_epoch": 32, "run.batch_size": 4, "run.epochs": 6, "run.seed": 1,
          "run.device": "cpu", "run.progress": "lines"}  # fmt: skip

@@ -31,11 +31,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _lesson import check, section, start
 
-from unet_from_scratch.training import Trainer
+from unet_from_scratch.training import Trainer, plots
 from unet_from_scratch.training.config import TrainConfig, apply_overrides, validate
 from unet_from_scratch.training.progress import LINE_FIELDS, Progress, read_history
 
 lesson = start("14_training_log", "reading a training log: a good run, overfitting, underfitting")
+if lesson.fast:  # a tiny run spends most of its time drawing its end-of-run pictures: --fast skips them
+    plots.plot_curves = plots.plot_predictions = plots.plot_weight_map = lambda *args, **kwargs: None
 BASE = {"data.size": 32, "model.depth": 2, "run.batch_size": 4, "run.device": "cpu", "run.progress": "lines"}
 RUNS = {
     # 24 training images, augmented (flips, 90-degree rotations), a fitting model and rate.
