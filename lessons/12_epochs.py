@@ -86,10 +86,10 @@ if not lesson.fast:  # building the preset's trainer computes 160 weight maps: a
 
 
 # %% [markdown]
-# A real run, small: 20 images (16 for training), batch 4, 3 epochs (1 with `--fast`). Its epoch is 160 samples, so every training
-# image is drawn 160 / 16 = 10 times per epoch, each time with its own flip, rotation and crop, and the run makes
-# 3 x 40 = 120 optimizer steps. With `--samples-per-epoch 16` the epoch becomes the notes' one pass: 4 steps. We
-# count the draws in the sampler's order and the optimizer steps the run made, and read its lines.
+# A real run, small: 20 images (16 for training), batch 4, 3 epochs (1 with `--fast`). Its epoch is 160 samples,
+# so every training image is drawn 160 / 16 = 10 times per epoch, each time with its own flip, rotation and crop,
+# and the run makes 3 x 40 = 120 optimizer steps. With `--samples-per-epoch 16` the epoch becomes the notes' one
+# pass: 4 steps. We count the draws in the sampler's order and the optimizer steps the run made.
 
 # %%
 section("a real Trainer: steps per epoch and samples per epoch")
@@ -182,8 +182,8 @@ for b in batch_sizes:
           f"(tr Σ / B = {trace / b:.4g}), {measured['without replacement'][-1]:.4g} without "
           f"(x (N - B)/(N - 1): {trace / b * (pool_size - b) / (pool_size - 1):.4g})")
 signal = float(mean_gradient @ mean_gradient)
-print(f"  ||ḡ||² = {signal:.4g}, tr(Σ) / ||ḡ||² = {trace / signal:.2f}: at initialisation the mean gradient is large; "
-      "late in training it shrinks and the noise dominates")
+print(f"  ||ḡ||² = {signal:.4g}, tr(Σ) / ||ḡ||² = {trace / signal:.2f}: at initialisation the mean gradient is "
+      "large; late in training it shrinks and the noise dominates")
 for i, b in enumerate(batch_sizes):
     check_close(f"B = {b}: the variance is tr(Σ) / B (drawn with replacement, within 15%)",
                 measured["with replacement"][i], trace / b, rtol=0.15)

@@ -133,7 +133,8 @@ check("... and the run ends with the lower validation IoU",
 if not lesson.fast:
     histories["constant, suggestion / 30"] = run("small", **{"schedule.name": "constant",
                                                              "optimizer.lr": suggestion / 30})  # fmt: skip
-    print("  constant, suggestion / 30 loss " + " ".join(f"{r['loss']:.3g}" for r in histories["constant, suggestion / 30"]))
+    slow = histories["constant, suggestion / 30"]
+    print("  constant, suggestion / 30 loss " + " ".join(f"{r['loss']:.3g}" for r in slow))
     check("30x below the suggestion the loss falls more slowly: higher after 6 epochs",
           histories["constant, suggestion / 30"][-1]["loss"] > histories["plateau"][-1]["loss"])
 
