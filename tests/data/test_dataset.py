@@ -455,3 +455,29 @@ def test_bad_sources_and_statistics_raise():
         SegmentationDataset(CELLS, statistics=other)
     with pytest.raises(ValueError, match="indices"):
         SegmentationDataset(CELLS, indices=[0, 6])
+
+
+def test_an_elastic_warp_never_merges_touching_cells_in_the_target():
+    # The gap is carved before the transforms, and a nearest-neighbour warp can skip a one-pixel line: the target
+    # must still keep every pair of touching cells apart (no foreground pixel 8-adjacent to another cell's).
+    from unet_from_scratch.data import ElasticDeform, SyntheticCells
+    from unet_from_scratch.data.transforms import Sample
+
+    source = SyntheticCells(4, size=96, seed=2)
+    ds = SegmentationDataset(source, transform=ElasticDeform(sigma=10.0))
+    merged_before_carving = 0
+    for i in range(4):
+        for seed in range(5):
+            _, target, _ = ds[(i, seed)]
+            labels, weights = ds.labels_and_weights(i)
+            image = np.asarray(source[i][0], dtype=np.float32)
+            warped = ElasticDeform(sigma=10.0)(Sample(image, labels, weights), np.random.default_rng(seed)).labels
+            foreground = target.numpy() > 0
+            padded = np.pad(np.where(foreground, warped, 0), 1)
+            height, width = warped.shape
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    neighbour = padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+                    assert not np.any(foreground & (neighbour > 0) & (neighbour != warped)), (i, seed)
+            merged_before_carving += int(np.count_nonzero((warped > 0) != foreground))
+    assert merged_before_carving > 0  # the warps did close gaps, which the carving reopened

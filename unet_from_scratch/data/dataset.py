@@ -131,6 +131,10 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             rng = np.random.default_rng(int(torch.randint(2**62, ())) if seed is None else seed)
             sample = self.transform(sample, rng)
+            if self.source.mask_kind == "instances" and self.separate_touching:
+                # Carved again: a warp resamples the labels by nearest neighbour and can skip a one-pixel gap,
+                # merging touching cells in the target. After flips and rotations this changes nothing.
+                sample = Sample(sample.image, prepare_labels(sample.labels, "instances"), sample.weights)
         target = target_classes(sample.labels, self.source.mask_kind)
         return (
             torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32)),
