@@ -140,8 +140,9 @@ check("a linear reading of the labels would invent values (over 1% of the pixels
 # another cell becomes background) is carved before the transforms. Nearest-neighbour reading keeps every id, but
 # where the warp squeezes a one-pixel line it can skip it: two cells touch again at a few pixels, and in the target
 # (cell / background) they merge there. Carving again after the warp (`separation_border` on the warped labels)
-# restores the line; the dataset carves once, before augmenting (`data/targets.py`), so its elastic samples carry
-# these few merged pixels. We count them over a few warps.
+# restores the line, and that is what `SegmentationDataset` does: it carves before the transforms (the weight map is
+# computed from those labels, once, and cached) and again after them, so no target merges two cells. We count the
+# pixels the warps closed, and check that carving again reopens every gap.
 
 # %%
 section("a warp can close the carved gaps")
