@@ -49,9 +49,8 @@ def _check_ran(result: subprocess.CompletedProcess, lesson: Path, out: Path) -> 
         assert figure.stat().st_size > 1000, f"{figure.name} is nearly empty"
 
 
-# Part 1 is lessons 1-10; part 2 so far 12-15. Number 11 (the optimizers) waits for the NumPy optimizers it
-# compares with torch.optim, and the later ones for inference and the NumPy engine.
-NUMBERS = [*range(1, 11), *range(12, 16)]
+# Part 1 is lessons 1-10; part 2 so far 11-15. The later ones wait for inference and the NumPy engine.
+NUMBERS = [*range(1, 16)]
 
 
 def test_lessons_are_numbered_as_the_readme_path():
