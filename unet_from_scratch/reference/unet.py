@@ -20,8 +20,14 @@ with c_l = base · 2^l. The fan of a transposed convolution is stated and argued
 ``NumpyUNet(config, rng)`` draws the weights as the torch model does (``reference.init.he_normal`` in this order,
 float32 draws, biases 0, batch-norm scale 1 and shift 0), so ``NumpyUNet(config, np.random.default_rng(seed))``
 starts from exactly the weights of ``UNet(**config)`` with that seed; ``load_state_dict`` takes any mapping of
-names to arrays (a torch ``state_dict()`` of CPU tensors converts by ``np.asarray``). ``forward(x, training)`` runs
-the network layer after layer, ``y, cache = layer(x, ...)``, and keeps the caches for a backward pass.
+names to arrays (a torch ``state_dict()`` of CPU tensors converts by ``np.asarray``) and ``to_torch_state_dict``
+gives them back (``torch.from_numpy`` of each array), so weights move both ways. ``forward(x, training)`` runs the
+network layer after layer, ``y, cache = layer(x, ...)``, and keeps the caches; ``backward(dlogits)`` walks them in
+reverse, ``grads = layer_backward(dy, cache)``, and returns the gradient of every parameter under its name.
+
+The one join of the backward pass is the skip connection: an encoder output feeds both its max-pool and, cropped,
+the decoder's concatenation, so its gradient is the sum of the two (the concatenation's share is kept until the
+walk back reaches that pool). The input normalisation holds no parameter and is not differentiated.
 """
 
 from __future__ import annotations
@@ -29,16 +35,35 @@ from __future__ import annotations
 import numpy as np
 
 from unet_from_scratch.reference._checks import check_float_array, check_int, check_real
-from unet_from_scratch.reference.conv import conv2d, conv2d_relu, relu
-from unet_from_scratch.reference.crop import crop_and_concat
-from unet_from_scratch.reference.dropout import dropout
+from unet_from_scratch.reference.conv import (
+    conv2d,
+    conv2d_backward,
+    conv2d_relu,
+    conv2d_relu_backward,
+    relu,
+    relu_backward,
+)
+from unet_from_scratch.reference.crop import crop_and_concat, crop_and_concat_backward
+from unet_from_scratch.reference.dropout import dropout, dropout_backward
 from unet_from_scratch.reference.init import he_normal
-from unet_from_scratch.reference.norm import batch_norm
-from unet_from_scratch.reference.pool import max_pool2d
-from unet_from_scratch.reference.upconv import conv_transpose2d
+from unet_from_scratch.reference.norm import batch_norm, batch_norm_backward
+from unet_from_scratch.reference.pool import max_pool2d, max_pool2d_backward
+from unet_from_scratch.reference.upconv import conv_transpose2d, conv_transpose2d_backward
 from unet_from_scratch.sizes import check_architecture, size_message, trace
 
 ARCHITECTURE_KEYS = ("in_channels", "num_classes", "depth", "base_channels", "padding", "batch_norm")
+
+# Each layer's backward, by the name its forward writes into its cache.
+BACKWARDS = {
+    "conv2d": conv2d_backward,
+    "conv2d_relu": conv2d_relu_backward,
+    "relu": relu_backward,
+    "batch_norm": batch_norm_backward,
+    "dropout": dropout_backward,
+    "max_pool2d": max_pool2d_backward,
+    "conv_transpose2d": conv_transpose2d_backward,
+    "crop_and_concat": crop_and_concat_backward,
+}
 
 
 def _check_config(config) -> dict:
@@ -106,11 +131,13 @@ def unet_buffers(config: dict) -> list[tuple[str, tuple[int, ...]]]:
 
 
 class NumpyUNet:
-    """The U-Net of ``UNet(**config)`` in NumPy, forward pass (module docstring).
+    """The U-Net of ``UNet(**config)`` in NumPy, forward and backward pass (module docstring).
 
     ``params`` and ``buffers`` are dicts name -> ndarray in ``dtype`` (float32 like the torch model by default,
     float64 for exact comparisons); an optimizer of ``reference.optim`` updates ``params`` in place.
     ``rng`` draws the initial weights (a NumPy Generator; None: seed 0) and, in training, the dropout masks.
+    ``num_batches_tracked`` (name -> int) counts each batch norm's training batches and ``class_names`` names the
+    output channels, as the torch model's ``state_dict()`` does, so a state dict goes through here unchanged.
     """
 
     def __init__(self, config: dict, rng: np.random.Generator | None = None, dtype=np.float32):
@@ -134,12 +161,20 @@ class NumpyUNet:
             name: (np.zeros if name.endswith("mean") else np.ones)(shape, self.dtype)
             for name, shape in unet_buffers(self.config)
         }
+        self.num_batches_tracked = {
+            f"{name[: -len('.running_mean')]}.num_batches_tracked": 0
+            for name in self.buffers
+            if name.endswith(".running_mean")
+        }
+        k = self.config["num_classes"]
+        self.class_names = ["background", "foreground"] if k == 2 else [f"class_{i}" for i in range(k)]  # UNet's
         self.caches: list[tuple[str, dict]] = []
 
     def load_state_dict(self, state) -> None:
         """Copy every parameter and buffer from ``state`` (name -> array-like, e.g. a torch ``state_dict()`` of CPU
-        tensors); names of the torch model that hold no number of the forward (``num_batches_tracked``,
-        ``_extra_state``) are skipped. Missing names and wrong shapes raise ValueError."""
+        tensors). The entries that hold no number of the forward are taken where present and optional: each batch
+        norm's ``num_batches_tracked`` and ``_extra_state`` (``{"class_names": [...]}``). Missing names and wrong
+        shapes raise ValueError."""
         for target in (self.params, self.buffers):
             for name, current in target.items():
                 if name not in state:
@@ -148,6 +183,28 @@ class NumpyUNet:
                 if value.shape != current.shape:
                     raise ValueError(f"state[{name!r}] must have shape {current.shape}, got {value.shape}")
                 target[name] = value.copy()
+        for name in self.num_batches_tracked:
+            if name in state:
+                value = np.asarray(state[name])
+                if value.shape != () or not np.issubdtype(value.dtype, np.integer) or value < 0:
+                    raise ValueError(f"state[{name!r}] must be one integer >= 0, got {value!r}")
+                self.num_batches_tracked[name] = int(value)
+        if "_extra_state" in state:
+            names = state["_extra_state"].get("class_names") if isinstance(state["_extra_state"], dict) else None
+            k = self.config["num_classes"]
+            if not (isinstance(names, (list, tuple)) and len(names) == k and all(isinstance(n, str) for n in names)):
+                raise ValueError(f"state['_extra_state'] must be {{'class_names': {k} strings}}, got {names!r}")
+            self.class_names = list(names)
+
+    def to_torch_state_dict(self) -> dict:
+        """Every entry of ``UNet(**config).state_dict()``, under its name, from this model: the parameters and
+        buffers as copies in ``dtype``, each ``num_batches_tracked`` as a 0-d int64 array, and ``_extra_state`` as
+        the torch model keeps it, ``{"class_names": [...]}``. ``torch.from_numpy`` turns each array into a tensor;
+        ``UNet(**config).load_state_dict`` then takes the result."""
+        state = {name: value.copy() for name, value in (self.params | self.buffers).items()}
+        state |= {name: np.array(count, np.int64) for name, count in self.num_batches_tracked.items()}
+        state["_extra_state"] = {"class_names": list(self.class_names)}
+        return state
 
     def _double_conv(self, prefix: str, x: np.ndarray, training: bool, p: float) -> np.ndarray:
         pad = 1 if self.config["padding"] == "same" else 0
@@ -161,6 +218,7 @@ class NumpyUNet:
                                       self.buffers[f"{norm}.running_mean"], self.buffers[f"{norm}.running_var"],
                                       training)  # fmt: skip
                 self.caches.append((norm, cache))
+                self.num_batches_tracked[f"{norm}.num_batches_tracked"] += int(training)
                 x, cache = relu(x)
                 self.caches.append((f"{prefix}.relu{k}", cache))
             else:
@@ -207,3 +265,40 @@ class NumpyUNet:
         x, cache = conv2d(x, self.params["head.weight"], self.params["head.bias"])  # (N, K, H_out, W_out)
         self.caches.append(("head", cache))
         return x
+
+    def backward(self, dlogits: np.ndarray) -> dict[str, np.ndarray]:
+        """Gradients of a loss with respect to every parameter, from ``dlogits`` (N, num_classes, H_out, W_out), the
+        loss's gradient with respect to the logits of the last ``forward``; a dict name -> ndarray in the names,
+        order, shapes and dtype of ``params`` (what ``reference.optim``'s ``step`` takes).
+
+        The layers' backwards run in reverse order of the forward, each on its own cache; a ``forward`` in training
+        gives the gradient of the training graph (batch statistics, the dropout masks drawn). The caches are kept,
+        so a second call with the same ``dlogits`` returns the same gradients.
+        """
+        if not self.caches:
+            raise ValueError("backward needs the caches of a forward pass: call forward(x) first")
+        check_float_array(dlogits, "dlogits", ndim=4, layout="(N, num_classes, H_out, W_out)")
+        head_x = self.caches[-1][1]["x"]  # (N, base, H_out, W_out): the 1x1 head keeps the size
+        expected = (head_x.shape[0], self.config["num_classes"], *head_x.shape[2:])
+        if dlogits.shape != expected:
+            raise ValueError(f"dlogits must have the last logits' shape {expected}, got {dlogits.shape}")
+        if dlogits.dtype != self.dtype:
+            raise ValueError(f"dlogits must be {self.dtype} like the model, got {dlogits.dtype}")
+        grads = {}
+        skip_grads = []  # the decoder's share of each skip's gradient, level 0 first; the encoder takes them last first
+        dy = dlogits
+        for name, cache in reversed(self.caches):
+            kind = cache["layer"]
+            result = BACKWARDS[kind](dy, cache)
+            if kind in ("conv2d", "conv2d_relu", "batch_norm", "conv_transpose2d"):  # (dx, dweight, dbias)
+                dy, grads[f"{name}.weight"], dbias = result
+                if f"{name}.bias" in self.params:  # a convolution before batch norm has none
+                    grads[f"{name}.bias"] = dbias
+            elif kind == "crop_and_concat":  # (d cropped skip, d up-convolution output)
+                dskip, dy = result
+                skip_grads.append(dskip)
+            elif kind == "max_pool2d":  # the encoder output fed the pool and the skip: the two gradients add
+                dy = result + skip_grads.pop()
+            else:  # relu, dropout
+                dy = result
+        return {name: grads[name] for name in self.params}
