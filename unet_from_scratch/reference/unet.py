@@ -1,5 +1,6 @@
-"""The U-Net in NumPy: its parameter spec (names, shapes, fans) and its forward pass, assembled from the reference
-layers, equal to the torch ``UNet`` (``unet_from_scratch.nn.unet``) with the same weights.
+"""The U-Net in NumPy: its parameter spec (names, shapes, fans), its forward pass and its backward pass, assembled
+from the reference layers, equal to the torch ``UNet`` (``unet_from_scratch.nn.unet``) and its autograd gradients
+with the same weights.
 
 ``unet_parameters(config)`` lists every parameter of ``UNet(**config)`` as ``(name, shape, fan_in)``, in the torch
 model's registration order and under its ``state_dict()`` names, so weights move between the two by name:
