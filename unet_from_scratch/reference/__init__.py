@@ -18,7 +18,7 @@ truth that the torch modules and the Triton kernels are tested against. One idea
 ``weight_map``      the U-Net paper's pixel weight map, exact and fast, and the separation border
 ``optim``           SGD (momentum, Nesterov), Adam and RMSProp on a dict of arrays, step for step torch's
 ``schedules``       learning-rate policies as pure functions of the step, and plateau reduction
-``unet``            the U-Net's parameter spec (torch's names, shapes, fans) and its forward pass (NumpyUNet)
+``unet``            the U-Net's parameter spec (torch's names, shapes, fans) and NumpyUNet, forward and backward
 ==================  ===========================================================================
 
 Every layer has one calling convention, so a network is a loop over layers: ``y, cache = layer(x, ...)`` and
