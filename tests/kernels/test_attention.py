@@ -94,13 +94,27 @@ def _fixed(shape, dtype, scale=None, seed=0):
 @example(_fixed((1, 1, 1, 16), torch.float32))  # one query, one key: the weight is exactly 1
 @example(_fixed((1, 2, 40, 24), torch.float16, scale=0.3))  # three tiles, the last one half masked
 @example(_fixed((1, 1, 5, 128), torch.float32))  # the largest head_dim
+@example(([np.random.default_rng(s).uniform(-2, 2, size=(1, 1, 5, 64)) for s in (0, 0, 1, 1)], torch.float16, None))
+# q = k, dout = v at head_dim 64: float16's largest gradient error among the draws seen
 @settings(deadline=None, max_examples=20)  # the interpreter: 0.2-1 s per example on 2 shared cores
 def test_matches_reference_and_torch(problem):
     arrays, dtype, scale = problem
     flash = run(lambda q, k, v, s: flash_attention(q, k, v, scale=s), arrays, dtype, scale)
-    assert_all_close(flash, reference(arrays, dtype, scale), dtype, "NumPy reference")
     sdpa = run(lambda q, k, v, s: F.scaled_dot_product_attention(q, k, v, scale=s), arrays, dtype, scale)
+    expected = reference(arrays, dtype, scale)
     assert_all_close(flash, sdpa, dtype, "torch SDPA")
+    # Against the float64 reference a half-precision gradient is only as good as its dtype allows: the backward's
+    # row term delta = Σ_d dout·out reads the output rounded to float16, an error that grows with head_dim and
+    # |dout|·|out| (3.7e-3 in dq for q = k at head_dim 64, where torch's own SDPA is off by exactly as much). So in
+    # float16 each gradient may be off by twice what SDPA's is, where that exceeds the table's tolerance.
+    if dtype == torch.float16:
+        for name, a, e, t in zip(("dq", "dk", "dv"), flash[1], expected[1], sdpa[1]):
+            allowed = max(TOLERANCES[dtype]["grad"]["atol"], 2 * float(np.max(np.abs(t - e))))
+            assert_close(a, e, dtype=np.float64, name=f"{name} vs NumPy reference", rtol=3e-3, atol=allowed)
+        assert_close(flash[0], expected[0], dtype=np.float64, name="out vs NumPy reference",
+                     **TOLERANCES[dtype]["forward"])  # fmt: skip
+    else:
+        assert_all_close(flash, expected, dtype, "NumPy reference")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="tl.dot in bfloat16 is wrong under Triton's interpreter")
