@@ -21,6 +21,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+# check(what, ok) asserts each claim it prints (an AssertionError if it stops being true), also under python -O.
 from _lesson import check, check_close, section, start
 
 from unet_from_scratch.reference import conv2d_relu, glorot_uniform, he_normal

@@ -21,6 +21,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import ndimage
+# check(what, ok) asserts each claim it prints (an AssertionError if it stops being true), also under python -O.
 from _lesson import check, check_close, section, start
 
 from unet_from_scratch.reference import accuracy, confusion, dice, f1, instance_f1, iou, precision, recall

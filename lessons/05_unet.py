@@ -18,6 +18,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+# check(what, ok) asserts each claim it prints (an AssertionError if it stops being true), also under python -O.
 from _lesson import check, section, start
 from torch import nn
 

@@ -25,6 +25,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import ndimage
+# check(what, ok) asserts each claim it prints (an AssertionError if it stops being true), also under python -O.
 from _lesson import check, check_close, section, start
 
 from unet_from_scratch.reference import class_weights_from_counts, separation_border, unet_weight_map

@@ -29,6 +29,7 @@ if not torch.cuda.is_available():
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+# check(what, ok) asserts each claim it prints (an AssertionError if it stops being true), also under python -O.
 from _lesson import check, check_close, section, start  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402

@@ -26,6 +26,7 @@ if not torch.cuda.is_available():
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+# check(what, ok) asserts each claim it prints (an AssertionError if it stops being true), also under python -O.
 from _lesson import check, section, start  # noqa: E402
 
 import unet_from_scratch.kernels as kernels  # noqa: E402

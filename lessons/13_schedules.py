@@ -28,6 +28,7 @@ from itertools import cycle
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+# check(what, ok) asserts each claim it prints (an AssertionError if it stops being true), also under python -O.
 from _lesson import check, check_close, section, start
 
 from unet_from_scratch.train import main as train_cli

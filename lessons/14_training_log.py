@@ -29,6 +29,7 @@ import shutil
 
 import matplotlib.pyplot as plt
 import numpy as np
+# check(what, ok) asserts each claim it prints (an AssertionError if it stops being true), also under python -O.
 from _lesson import check, section, start
 
 from unet_from_scratch.training import Trainer, plots
