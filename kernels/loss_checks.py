@@ -8,17 +8,17 @@ them when it is built (``check_loss_parameters``), so a bad ``gamma`` fails wher
 The checking policy is the reference's (``reference/_checks.py``): shapes, dtypes and parameters always; the data
 values (finite logits and weights, labels in range) too, since a loss hides a bad value inside one scalar, unless
 ``validate=False``; and a batch without pixels (N, H or W = 0) or without classes is refused, as a mean over no
-pixel is 0/0. The kernels never import the reference, so ``_real`` restates its rule for a real parameter: a
-finite Python or NumPy number, not bool.
+pixel is 0/0. The parameters are ``LossOptions``' business (``loss_options.py``, torch-free).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import dataclass
-
 import torch
+
+from unet_from_scratch.kernels.loss_options import LossOptions, check_loss_parameters
+
+__all__ = ["FLOAT_DTYPES", "FUSED_DTYPES", "FUSED_MAX_CLASSES", "INT_DTYPES", "LossOptions", "check_loss_inputs",
+           "check_loss_parameters"]  # fmt: skip
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -26,31 +26,6 @@ INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 # torch alone, so that choosing a backend needs no Triton import.
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FUSED_MAX_CLASSES = 16
-
-
-@dataclass(frozen=True)
-class LossOptions:
-    """The parameters of the combined loss c0·Dice + c1·focal + c2·weighted CE, with their defaults.
-
-    alpha, gamma: the focal term -alpha (1 - p_t)^gamma log p_t (Lin et al. 2017; gamma >= 0).
-    smooth: added to the Dice numerator and denominator (>= 0). include_background: Dice over class 0 too.
-    coefficients: (c0, c1, c2), the weights of (Dice, focal, cross-entropy).
-
-    Built once per call or module; the values are checked here (one-line ValueError) and stored as plain floats.
-    """
-
-    alpha: float = 0.25
-    gamma: float = 2.0
-    smooth: float = 1.0
-    include_background: bool = False
-    coefficients: tuple[float, float, float] = (0.4, 0.4, 0.2)
-
-    def __post_init__(self):
-        check_loss_parameters(self.alpha, self.gamma, self.smooth, self.coefficients)
-        for name in ("alpha", "gamma", "smooth"):
-            object.__setattr__(self, name, _real(getattr(self, name), name))
-        object.__setattr__(self, "include_background", bool(self.include_background))
-        object.__setattr__(self, "coefficients", tuple(_real(k, "coefficients") for k in self.coefficients))
 
 
 def check_loss_inputs(
@@ -112,37 +87,3 @@ def check_loss_inputs(
     for (message, _), bad in zip(checks, failed):
         if bad:
             raise ValueError(message)
-
-
-def _real(value, name: str, minimum: float | None = None) -> float:
-    """``value`` as a float if it is a finite real number (>= ``minimum`` if given), not bool; else ValueError."""
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_complex:
-        value = value.item()
-    try:  # numbers.Real covers Python and NumPy ints and floats; bool is an int, and refused
-        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    except OverflowError:  # a Python int beyond float range, e.g. 10**400
-        number = math.inf
-    if not math.isfinite(number) or (minimum is not None and number < minimum):
-        bound = "" if minimum is None else f" >= {minimum:g}"
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    return number
-
-
-def check_loss_parameters(alpha=0.25, gamma=2.0, smooth=1.0, coefficients=(0.4, 0.4, 0.2)) -> None:
-    """Raise ValueError (one line) unless alpha is finite, gamma and smooth finite and >= 0, and coefficients three
-    finite numbers (dice, focal, cross-entropy)."""
-    try:
-        ok = len(coefficients) == 3
-    except TypeError:
-        ok = False
-    if ok:
-        try:
-            for k in coefficients:
-                _real(k, "coefficients")
-        except ValueError:
-            ok = False
-    if not ok:
-        raise ValueError(f"coefficients must be three finite numbers (dice, focal, CE), got {coefficients!r}")
-    _real(alpha, "alpha")
-    _real(gamma, "gamma", 0.0)
-    _real(smooth, "smooth", 0.0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unet_from_scratch.training.checkpoint import CheckpointError
 from unet_from_scratch.training.config import (
     ConfigError,
     apply_overrides,
@@ -68,7 +67,8 @@ def main(argv=None) -> int:
     fields = flag_fields()
     given = {fields[flag]: value for flag, value in ((f, getattr(args, f.replace("-", "_"))) for f in fields)
              if value is not None}  # fmt: skip
-    # Imported here: ``--help`` and bad flags answer before the models, the data and matplotlib are loaded.
+    # Imported here: ``--help`` and bad flags answer at once, without torch, the models, the data or matplotlib.
+    from unet_from_scratch.training.checkpoint import CheckpointError
     from unet_from_scratch.training.loop import Interrupted, NonFiniteLoss, Trainer
 
     try:

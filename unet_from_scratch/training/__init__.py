@@ -2,13 +2,22 @@
 
 ``Trainer(load_config("quick")).fit()`` is what ``python -m unet_from_scratch.train`` runs; ``load_model(path)``
 rebuilds a trained model from any checkpoint the trainer wrote.
+
+The names below are imported on first use (PEP 562), so that ``training.config`` — and with it ``--help`` and the
+check of every flag — loads without torch.
 """
 
-from unet_from_scratch.training.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from unet_from_scratch.training.config import ConfigError, TrainConfig, apply_overrides, load_config, to_toml
-from unet_from_scratch.training.loop import Interrupted, NonFiniteLoss, Trainer
+from importlib import import_module
 
-__all__ = [
-    "CheckpointError", "ConfigError", "Interrupted", "NonFiniteLoss", "TrainConfig", "Trainer", "apply_overrides",
-    "load_checkpoint", "load_config", "load_model", "save_checkpoint", "to_toml",
-]
+_HOMES = {
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
+    "save_checkpoint": "checkpoint", "ConfigError": "config", "TrainConfig": "config", "apply_overrides": "config",
+    "load_config": "config", "to_toml": "config", "Interrupted": "loop", "NonFiniteLoss": "loop", "Trainer": "loop",
+}  # fmt: skip
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
