@@ -8,14 +8,15 @@ them when it is built (``check_loss_parameters``), so a bad ``gamma`` fails wher
 The checking policy is the reference's (``reference/_checks.py``): shapes, dtypes and parameters always; the data
 values (finite logits and weights, labels in range) too, since a loss hides a bad value inside one scalar, unless
 ``validate=False``; and a batch without pixels (N, H or W = 0) or without classes is refused, as a mean over no
-pixel is 0/0. The parameters are ``LossOptions``' business (``loss_options.py``, torch-free).
+pixel is 0/0. The parameters are ``LossOptions``' business (``unet_from_scratch/loss_options.py``, plain Python
+like ``sizes.py``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from unet_from_scratch.kernels.loss_options import LossOptions, check_loss_parameters
+from unet_from_scratch.loss_options import LossOptions, check_loss_parameters
 
 __all__ = ["FLOAT_DTYPES", "FUSED_DTYPES", "FUSED_MAX_CLASSES", "INT_DTYPES", "LossOptions", "check_loss_inputs",
            "check_loss_parameters"]  # fmt: skip

@@ -67,11 +67,8 @@ def main(argv=None) -> int:
     fields = flag_fields()
     given = {fields[flag]: value for flag, value in ((f, getattr(args, f.replace("-", "_"))) for f in fields)
              if value is not None}  # fmt: skip
-    # Imported here: ``--help`` and bad flags answer at once, without torch, the models, the data or matplotlib.
-    from unet_from_scratch.training.checkpoint import CheckpointError
-    from unet_from_scratch.training.loop import Interrupted, NonFiniteLoss, Trainer
-
-    try:
+    try:  # the flags and the config first: a mistake there answers at once, before torch is even imported
+        config = None
         if args.resume:
             extra = sorted(name for name in given if name.partition(".")[2] not in RESUME_FLAGS)
             if extra:
@@ -79,10 +76,16 @@ def main(argv=None) -> int:
                 resumable = ", ".join(f"--{flag}" for flag in RESUME_FLAGS)
                 raise ConfigError(f"--resume continues a run with its own config; {flags} cannot change "
                                   f"(only {resumable})")  # fmt: skip
-            trainer = Trainer(resume=args.resume, overrides=given)
         else:
             config = validate(apply_overrides(load_config(args.config), given))
-            trainer = Trainer(config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from unet_from_scratch.training.checkpoint import CheckpointError
+    from unet_from_scratch.training.loop import Interrupted, NonFiniteLoss, Trainer
+
+    try:
+        trainer = Trainer(resume=args.resume, overrides=given) if args.resume else Trainer(config)
         metrics = trainer.fit()
     except (ConfigError, CheckpointError, ValueError, OSError) as error:  # a flag, a config, the data, a file
         print(f"error: {error}", file=sys.stderr)

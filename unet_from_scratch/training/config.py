@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from unet_from_scratch.kernels.loss_options import LossOptions
+from unet_from_scratch.loss_options import LossOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
