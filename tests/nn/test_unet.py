@@ -15,9 +15,11 @@ from scipy import stats
 from torch import nn
 
 from tests.helpers import assert_close
+from unet_from_scratch.nn.init import init_from_spec_
 from unet_from_scratch.nn.unet import DoubleConv, UNet, Up, center_crop, output_size, valid_input_size
 from unet_from_scratch.reference.crop import center_crop as reference_center_crop
 from unet_from_scratch.reference.init import he_normal
+from unet_from_scratch.reference.unet import unet_parameters
 
 # The paper's Fig. 1, read off the figure: (k, C_in, C_out) of every convolution in forward order. 3x3 convs in
 # pairs per level, 2x2 up-convs halving the channels, whose output is concatenated with the skip (so the next
@@ -333,6 +335,28 @@ def test_initialisation_is_the_reference_draw_for_the_seed():
     for (name, a), b, c in zip(model.state_dict().items(), again.state_dict().values(), other.state_dict().values()):
         if name.endswith("weight") and a.dim() == 4:
             assert torch.equal(a, b) and not torch.equal(a, c), name
+
+
+def test_batch_norm_starts_as_the_identity_and_biases_at_zero():
+    model = UNet(depth=2, base_channels=3, batch_norm=True, seed=4)
+    for name, p in model.named_parameters():
+        if ".norm" in name:
+            assert torch.equal(p, torch.ones_like(p) if name.endswith(".weight") else torch.zeros_like(p)), name
+        elif name.endswith(".bias"):
+            assert torch.count_nonzero(p) == 0, name
+
+
+def test_init_from_spec_refuses_a_spec_that_is_not_the_modules():
+    model = UNet(depth=1, base_channels=2)
+    spec = unet_parameters(model.config)
+    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(ValueError, match=r"entry 0 is \('stem.weight', \(1,\)\) in the spec, \('encoder.0.conv1"):
+        init_from_spec_(model, [("stem.weight", (1,), None)] + spec)
+    with pytest.raises(ValueError, match=r"entry 1 is \('encoder.0.norm1.weight', \(2,\)\) in the spec"):
+        init_from_spec_(model, unet_parameters(model.config | {"batch_norm": True}))
+    with pytest.raises(ValueError, match=rf"entry {len(spec) - 1} is nothing in the spec, \('head.bias', \(2,\)\)"):
+        init_from_spec_(model, spec[:-1])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing drawn before the check
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""he_normal and glorot_uniform: moments within statistical bounds, the same distribution as torch.nn.init, bad input.
+"""he_normal and glorot_uniform: moments within statistical bounds, the same distribution as torch.nn.init, bad input;
+fan_in against the incoming connections torch's convolutions actually sum.
 
 Bounds are 5 standard errors: for n independent draws with standard deviation s, the sample mean has standard
 error s / sqrt(n), and the sample standard deviation of a normal about s / sqrt(2 n) (the delta method on
@@ -13,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from unet_from_scratch.reference.init import TRUNCATED_STD, fans, glorot_uniform, he_normal
+from unet_from_scratch.reference.init import TRUNCATED_STD, fan_in, fans, glorot_uniform, he_normal
 
 # (shape, fan_in): a 3x3 convolution from 1 channel (the U-Net's first layer), 64 and 512 channels; enough output
 # channels for ~3e5 draws each.
@@ -87,6 +88,59 @@ def test_fans_follow_torch():
     for shape in [(64, 3, 3, 3), (10, 20), (8, 4, 2, 3, 5)]:
         expected = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
         assert fans(shape) == expected
+
+
+# (kind, weight shape, stride, groups, C_in): convolutions and transposed convolutions, square and not, grouped,
+# kernels the stride divides (the U-Net's 2x2 stride 2: n = C_in) and one it does not (3x3 stride 2: 9/4 per channel).
+FAN_CASES = [
+    ("conv", (8, 3, 3, 3), 1, 1, 3),
+    ("conv", (8, 2, 3, 3), 1, 2, 4),
+    ("conv", (5, 7, 1, 1), 1, 1, 7),
+    ("conv_transpose", (6, 4, 2, 2), 2, 1, 6),
+    ("conv_transpose", (6, 4, 3, 3), 2, 1, 6),
+    ("conv_transpose", (6, 2, 2, 2), 1, 1, 6),
+    ("conv_transpose", (6, 2, 2, 2), 2, 3, 6),
+    ("conv_transpose", (4, 3, 2, 3), (2, 3), 1, 4),
+]
+
+
+@pytest.mark.parametrize("kind, shape, stride, groups, c_in", FAN_CASES, ids=str)
+def test_fan_in_is_the_number_of_inputs_an_output_sums(kind, shape, stride, groups, c_in):
+    # All-ones weights on an all-ones input: each output pixel is the count of (channel, tap) pairs it sums. A
+    # transposed convolution's count varies with the pixel's phase when the stride does not divide the kernel, so
+    # the count averaged over whole periods of the fully covered interior is what fan_in states.
+    x, w = torch.ones(1, c_in, 12, 12, dtype=torch.float64), torch.ones(shape, dtype=torch.float64)
+    if kind == "conv":
+        counts = torch.nn.functional.conv2d(x, w, groups=groups)
+    else:
+        counts = torch.nn.functional.conv_transpose2d(x, w, stride=stride, groups=groups)
+        (kh, kw), (sh, sw) = shape[2:], (stride, stride) if isinstance(stride, int) else stride
+        counts = counts[..., kh : kh + 3 * sh, kw : kw + 3 * sw]  # 3 periods, inside the rows all stamps reach
+    assert math.isclose(fan_in(kind, shape, stride, groups), counts.mean().item(), rel_tol=1e-12)
+
+
+def test_fan_in_of_the_up_convolution_is_c_in_not_torchs():
+    shape = (1024, 512, 2, 2)  # the paper's deepest up-convolution, 1024 -> 512 channels
+    assert fan_in("conv_transpose", shape, stride=2) == 1024 and isinstance(fan_in("conv_transpose", shape, 2), int)
+    assert torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))[0] == 512 * 4  # half He's variance
+    assert fan_in("conv", (64, 3, 3, 3)) == fans((64, 3, 3, 3))[0] == 27
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("linear", (4, 3)), r"kind must be one of \('conv', 'conv_transpose'\), got 'linear'"),
+        (("conv", (5,)), r"fans need a weight shape of at least 2 dimensions"),
+        (("conv_transpose", (4, 3)), r"a conv_transpose weight has shape \(C_in, C_out / groups, \*kernel\)"),
+        (("conv_transpose", (4, 3, 2, 2), 0), r"stride must be a positive int or 2 positive ints, got 0"),
+        (("conv_transpose", (4, 3, 2, 2), (2, 2, 2)), r"stride must be a positive int or 2 positive ints"),
+        (("conv_transpose", (4, 3, 2, 2), 2, 3), r"groups must be a positive int dividing C_in = 4, got 3"),
+        (("conv_transpose", (4, -3, 2, 2)), r"shape must be a tuple of non-negative ints"),
+    ],
+)
+def test_bad_fan_in_input_raises(args, message):
+    with pytest.raises(ValueError, match=message):
+        fan_in(*args)
 
 
 def test_glorot_uniform_matches_torch_xavier_uniform():

@@ -1,8 +1,10 @@
-"""The NumPy U-Net against the torch UNet: the parameter spec against ``named_parameters()`` and ``nn.init.fan_in``,
-the initial weights drawn alike, the forward pass (valid and same padding, with and without batch norm, depth 1-3,
-training and evaluation, float64) with the same weights, the state dict both ways, and the backward pass: every
-parameter gradient against torch autograd (a linear loss sum(logits · R), so dlogits = R; the combined loss; dropout
-with the same masks on both sides) and five optimizer steps against ``torch.optim``; bad configs and inputs.
+"""The NumPy U-Net against the torch UNet: the parameter spec against ``named_parameters()`` and each torch layer's
+fan (``nn.init.layer_fan_in``), the initial weights bitwise alike (depth 1-4, valid and same, with and without batch
+norm, several seeds: both draw ``unet_parameters`` in order), the forward pass (valid and same padding, with and
+without batch norm, depth 1-3, training and evaluation, float64) with the same weights, the state dict both ways,
+and the backward pass: every parameter gradient against torch autograd (a linear loss sum(logits · R), so
+dlogits = R; the combined loss; dropout with the same masks on both sides) and five optimizer steps against
+``torch.optim``; bad configs and inputs.
 
 Tolerance of the forward: float64 rtol 1e-8 (atol 1e-10 of the largest logit). Depth 3 chains 15 convolutions,
 each summing at most 16 · 9 products; rounding grows about linearly with the layers, far below that.
@@ -23,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import assert_close
-from unet_from_scratch.nn.init import fan_in
+from unet_from_scratch.nn.init import layer_fan_in
 from unet_from_scratch.nn.losses import combined_loss_torch
 from unet_from_scratch.nn.unet import UNet
 from unet_from_scratch.reference import optim
@@ -58,7 +60,7 @@ def test_unet_parameters_are_the_torch_models_in_order_with_their_fans(arguments
     for name, _, fan in spec:
         layer = model.get_submodule(name.rsplit(".", 1)[0])
         if name.endswith(".weight") and isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-            assert fan == fan_in(layer), name
+            assert fan == layer_fan_in(layer), name
         else:
             assert fan is None, name
     buffers = {n: tuple(b.shape) for n, b in model.named_buffers() if not n.endswith("num_batches_tracked")}
@@ -69,10 +71,20 @@ def test_the_paper_networks_parameter_count():
     assert sum(np.prod(shape) for _, shape, _ in unet_parameters(UNet().config)) == 31_030_658
 
 
-@pytest.mark.parametrize("arguments", CONFIGS[1:], ids=str)
-def test_numpy_unet_starts_from_the_torch_models_weights(arguments):
-    model = UNet(**arguments, seed=7)
-    ours = NumpyUNet(model.config, np.random.default_rng(7))
+INIT_CONFIGS = CONFIGS[1:] + [
+    dict(depth=d, base_channels=3, in_channels=2, padding=p, batch_norm=bn)
+    for d in (1, 2, 3, 4)
+    for p in ("valid", "same")
+    for bn in (False, True)
+]
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2026])
+@pytest.mark.parametrize("arguments", INIT_CONFIGS, ids=str)
+def test_numpy_unet_starts_from_the_torch_models_weights(arguments, seed):
+    model = UNet(**arguments, seed=seed)
+    ours = NumpyUNet(model.config, np.random.default_rng(seed))
+    assert list(ours.params) == [name for name, _ in model.named_parameters()]
     state = model.state_dict()
     for name, value in ours.params.items():
         assert value.dtype == np.float32

@@ -31,9 +31,11 @@ how strong. ``UNet(dropout=p)`` puts them after the convolutions of the deepest 
 bottleneck (the two blocks at the end of the contracting path, as widely used reimplementations do); the paper's
 configuration is ``UNet(dropout=0.5)``, 0.5 being the usual rate of its time. The default 0.0 leaves it out.
 
-Weights are drawn from He et al.'s normal distribution, std sqrt(2 / fan_in), by
-``unet_from_scratch.nn.init.he_normal_`` (the paper's Sec. 3: "a Gaussian distribution with a standard deviation
-of sqrt(2/N), where N denotes the number of incoming nodes of one neuron"), seeded by ``seed``; biases start at 0.
+Weights are drawn from He et al.'s normal distribution, std sqrt(2 / fan_in) (the paper's Sec. 3: "a Gaussian
+distribution with a standard deviation of sqrt(2/N), where N denotes the number of incoming nodes of one neuron"),
+seeded by ``seed``; biases start at 0, batch-norm scales at 1. The names, shapes and fans come from the torch-free
+spec ``reference.unet.unet_parameters(config)``, drawn in its order by ``nn.init.init_from_spec_``, so
+``NumpyUNet(config, np.random.default_rng(seed))`` starts from exactly these weights.
 
 Every model here also carries what inference needs to reproduce training (``SegmentationModel``): the input
 normalisation statistics as buffers and the class names as extra state, both inside ``state_dict()``.
@@ -55,8 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unet_from_scratch.nn.init import he_normal_
+from unet_from_scratch.nn.init import init_from_spec_
 from unet_from_scratch.reference._checks import check_int, check_real
+from unet_from_scratch.reference.unet import unet_parameters
 
 # The size arithmetic is torch-free and shared (inference, training crops): ``unet_from_scratch.sizes``.
 # ``output_size``, ``valid_input_size`` and ``PADDINGS`` are re-exported from here (and ``nn``).
@@ -333,7 +336,8 @@ class UNet(SegmentationModel):
         batch_norm: batch norm after every 3x3 convolution (not in the paper, which predates it).
         dropout: drop probability after the last encoder level and the bottleneck, in [0, 1); 0.5 for the paper's
             setup.
-        seed: seeds the He-normal initialisation (a NumPy generator, see ``nn.init``), an integer >= 0.
+        seed: seeds the He-normal initialisation (a NumPy generator drawing ``unet_parameters(config)`` in order,
+            see ``nn.init``), an integer >= 0.
 
     ``forward``: (N, in_channels, H, W) -> (N, num_classes, output_size(H), output_size(W)), in the model's dtype
     (an input of another dtype is cast to it first). Bad arguments raise ValueError at construction.
@@ -364,7 +368,7 @@ class UNet(SegmentationModel):
         self.bottleneck = DoubleConv(widths[-2], widths[-1], padding, batch_norm, dropout)
         self.decoder = nn.ModuleList(Up(c, padding, batch_norm) for c in reversed(widths[1:]))
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
-        he_normal_(self, seed)
+        init_from_spec_(self, unet_parameters(self.config), seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._prepare(x)  # (N, C_in, H, W), checked and normalised

@@ -5,9 +5,22 @@ stack of ReLU layers: a ReLU halves the second moment, so each layer's weights n
 fan_in is the number of inputs one output sums (C_in * kh * kw for a convolution). Ronneberger et al. (2015,
 Sec. 3) initialise the U-Net this way, "a Gaussian distribution with a standard deviation of sqrt(2/N)".
 
-Fans follow torch (``torch.nn.init._calculate_fan_in_and_fan_out``): for a weight of shape
+``fans(shape)`` follows torch (``torch.nn.init._calculate_fan_in_and_fan_out``): for a weight of shape
 (C_out, C_in, *kernel), fan_in = C_in * prod(kernel) and fan_out = C_out * prod(kernel); a (out, in) matrix
-is the 1x1 case.
+is the 1x1 case. It reads only the shape, so it is right for a convolution and Glorot's rule uses it.
+
+``fan_in(kind, shape, stride, groups)`` is the He-normal fan of a layer's weight, the one rule every model of the
+package is initialised by (``nn.init`` for the torch modules, ``reference.unet.unet_parameters`` for the U-Net's
+spec). The paper's N, "the number of incoming nodes of one neuron", per layer kind:
+
+- ``"conv"``, weight (C_out, C_in / groups, kh, kw): an output pixel sums C_in / groups channels over a kh x kw
+  window, n = (C_in / groups) kh kw, torch's fan_in too (``fans(shape)[0]``).
+- ``"conv_transpose"``, weight (C_in, C_out / groups, kh, kw): each input pixel stamps its kernel onto the output
+  at stride s, so an output pixel receives kh kw / (sh sw) taps of each of its C_in / groups input channels (on
+  average; exactly, when the stride divides the kernel). For the U-Net's 2x2, stride-2 up-convolution that is
+  n = C_in: every output pixel is one input pixel's channels times one kernel tap. Torch's fan_in for this weight
+  (``weight.shape[1] * kh * kw`` = C_out kh kw, 4 C_out for the up-convolution) counts the inputs of a neuron of
+  the adjoint convolution instead, and would make the up-convolutions' std sqrt(2) times too small here.
 """
 
 from __future__ import annotations
@@ -48,6 +61,35 @@ def fans(shape) -> tuple[int, int]:
         raise ValueError(f"fans need a weight shape of at least 2 dimensions (C_out, C_in, ...), got {dims}")
     receptive = math.prod(dims[2:])
     return dims[1] * receptive, dims[0] * receptive
+
+
+FAN_KINDS = ("conv", "conv_transpose")
+
+
+def fan_in(kind: str, shape, stride=1, groups: int = 1) -> int | float:
+    """The He-normal fan of a ``kind`` layer's weight of ``shape``: its incoming connections per output neuron.
+
+    ``kind`` is "conv" (weight (C_out, C_in / groups, *kernel)) or "conv_transpose" (weight
+    (C_in, C_out / groups, *kernel)); ``stride`` (an int or one per kernel dimension) and ``groups`` are the
+    layer's, and only a transposed convolution's fan depends on them. The rule and why is in the module
+    docstring. An int where the count is whole (always for "conv"; for "conv_transpose" when the strides divide
+    the kernel), else the average count as a float.
+    """
+    if kind not in FAN_KINDS:
+        raise ValueError(f"kind must be one of {FAN_KINDS}, got {kind!r}")
+    if kind == "conv":
+        return fans(shape)[0]
+    dims = _check_shape(shape)
+    if len(dims) < 3:
+        raise ValueError(f"a conv_transpose weight has shape (C_in, C_out / groups, *kernel), got {dims}")
+    kernel = dims[2:]
+    strides = (stride,) * len(kernel) if is_int(stride) else tuple(stride)
+    if len(strides) != len(kernel) or not all(is_int(s) and s >= 1 for s in strides):
+        raise ValueError(f"stride must be a positive int or {len(kernel)} positive ints, got {stride!r}")
+    if not (is_int(groups) and groups >= 1 and dims[0] % groups == 0):
+        raise ValueError(f"groups must be a positive int dividing C_in = {dims[0]}, got {groups!r}")
+    taps, step = dims[0] // groups * math.prod(kernel), math.prod(int(s) for s in strides)
+    return taps // step if taps % step == 0 else taps / step
 
 
 def he_normal(shape, rng: np.random.Generator, fan_in=None, truncated: bool = False, dtype=np.float32) -> np.ndarray:

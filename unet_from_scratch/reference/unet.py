@@ -15,8 +15,9 @@ model's registration order and under its ``state_dict()`` names, so weights move
     decoder.{j}.conv.*        a double convolution 2c -> c
     head.weight, head.bias    (K, base, 1, 1), (K,) fan_in base
 
-with c_l = base · 2^l. The fan of a transposed convolution is stated and argued in ``nn/init.py``; it is C_in
-(k² / s² = 1 taps per input channel), not torch's default fan of that weight.
+with c_l = base · 2^l. Every fan is ``reference.init.fan_in`` of the layer's kind and weight shape, the rule stated
+and argued there: a transposed convolution's is C_in (k² / s² = 1 taps per input channel), not torch's default fan
+of that weight. The torch ``UNet`` initialises itself from this spec too (``nn.init.init_from_spec_``).
 
 ``NumpyUNet(config, rng)`` draws the weights as the torch model does (``reference.init.he_normal`` in this order,
 float32 draws, biases 0, batch-norm scale 1 and shift 0), so ``NumpyUNet(config, np.random.default_rng(seed))``
@@ -46,7 +47,7 @@ from unet_from_scratch.reference.conv import (
 )
 from unet_from_scratch.reference.crop import crop_and_concat, crop_and_concat_backward
 from unet_from_scratch.reference.dropout import dropout, dropout_backward
-from unet_from_scratch.reference.init import he_normal
+from unet_from_scratch.reference.init import fan_in, he_normal
 from unet_from_scratch.reference.norm import batch_norm, batch_norm_backward
 from unet_from_scratch.reference.pool import max_pool2d, max_pool2d_backward
 from unet_from_scratch.reference.upconv import conv_transpose2d, conv_transpose2d_backward
@@ -89,8 +90,9 @@ def _check_config(config) -> dict:
 
 def _double_conv(prefix: str, c_in: int, c_out: int, batch_norm: bool) -> list:
     spec = []
-    for k, fan_channels in ((1, c_in), (2, c_out)):
-        spec.append((f"{prefix}.conv{k}.weight", (c_out, fan_channels, 3, 3), fan_channels * 9))
+    for k, channels in ((1, c_in), (2, c_out)):
+        shape = (c_out, channels, 3, 3)
+        spec.append((f"{prefix}.conv{k}.weight", shape, fan_in("conv", shape)))
         if batch_norm:
             spec += [(f"{prefix}.norm{k}.weight", (c_out,), None), (f"{prefix}.norm{k}.bias", (c_out,), None)]
         else:
@@ -101,8 +103,8 @@ def _double_conv(prefix: str, c_in: int, c_out: int, batch_norm: bool) -> list:
 def unet_parameters(config: dict) -> list[tuple[str, tuple[int, ...], float | None]]:
     """Every parameter of ``UNet(**config)`` as ``(name, shape, fan_in)``, in ``named_parameters()`` order.
 
-    ``fan_in`` is the He-normal fan of a weight, None for a bias or a batch-norm parameter (they start at 0, or 1
-    for the norm's scale). The table is in the module docstring.
+    ``fan_in`` is the He-normal fan of a weight (``reference.init.fan_in``), None for a bias or a batch-norm
+    parameter (they start at 0, or 1 for the norm's scale). The table is in the module docstring.
     """
     c = _check_config(config)
     depth, bn = c["depth"], c["batch_norm"]
@@ -113,9 +115,12 @@ def unet_parameters(config: dict) -> list[tuple[str, tuple[int, ...], float | No
     spec += _double_conv("bottleneck", widths[-2], widths[-1], bn)
     for j, width in enumerate(reversed(widths[1:])):
         half = width // 2
-        spec += [(f"decoder.{j}.up.weight", (width, half, 2, 2), width), (f"decoder.{j}.up.bias", (half,), None)]
+        up = (width, half, 2, 2)
+        spec += [(f"decoder.{j}.up.weight", up, fan_in("conv_transpose", up, stride=2))]
+        spec += [(f"decoder.{j}.up.bias", (half,), None)]
         spec += _double_conv(f"decoder.{j}.conv", width, half, bn)
-    spec += [("head.weight", (c["num_classes"], widths[0], 1, 1), widths[0]), ("head.bias", (c["num_classes"],), None)]
+    head = (c["num_classes"], widths[0], 1, 1)
+    spec += [("head.weight", head, fan_in("conv", head)), ("head.bias", (c["num_classes"],), None)]
     return spec
 
 
