@@ -1,5 +1,8 @@
 """SegmentationDataset, its statistics, the split, oversampling and the loader."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -46,13 +49,14 @@ def test_item_is_the_raw_image_the_separated_target_and_the_papers_weight_map():
     ds = SegmentationDataset(CELLS)
     for i in range(len(ds)):
         image, target, weights = ds[i]
-        assert image.dtype == torch.float32 and target.dtype == torch.int64 and weights.dtype == torch.float32
+        assert isinstance(image, np.ndarray)  # arrays: the data floor needs no torch; a DataLoader makes tensors
+        assert image.dtype == np.float32 and target.dtype == np.int64 and weights.dtype == np.float32
         raw, instances = CELLS[i]
         separated = separation_border(instances)
-        np.testing.assert_array_equal(target.numpy(), separated > 0)
+        np.testing.assert_array_equal(target, separated > 0)
         expected = unet_weight_map(separated, w0=10.0, sigma=5.0, class_weights=tuple(ds.class_weights))
-        assert_close(weights.numpy(), expected, name="weight map")
-        np.testing.assert_array_equal(image.numpy(), raw)  # normalising is the model's job (its buffers)
+        assert_close(weights, expected, name="weight map")
+        np.testing.assert_array_equal(image, raw)  # normalising is the model's job (its buffers)
 
 
 def test_weight_map_equals_the_map_of_the_transformed_mask():
@@ -68,15 +72,15 @@ def test_weight_map_equals_the_map_of_the_transformed_mask():
             (k, flip)
             for k in range(4)
             for flip in (False, True)
-            if np.array_equal(dihedral(separation_border(instances) > 0, k, flip), target.numpy())
+            if np.array_equal(dihedral(separation_border(instances) > 0, k, flip), target)
         ]
         assert len(matches) == 1
         k, flip = matches[0]
         seen.add((k, flip))
         moved = np.ascontiguousarray(dihedral(instances, k, flip))
         expected = unet_weight_map(separation_border(moved), class_weights=tuple(ds.class_weights))
-        assert_close(weights.numpy(), expected, name=f"weight map after rot90^{k}, flip={flip}")
-        assert_close(image.numpy(), dihedral(raw, k, flip), name="image")  # moved with the target, not normalised
+        assert_close(weights, expected, name=f"weight map after rot90^{k}, flip={flip}")
+        assert_close(image, dihedral(raw, k, flip), name="image")  # moved with the target, not normalised
     assert len(seen) >= 4  # the check covered several different symmetries
 
 
@@ -131,7 +135,7 @@ def test_statistics_come_from_the_training_split_only():
     assert not np.allclose(everything.class_weights, train.class_weights)
     # The validation weight maps use the training class weights.
     _, target, weights = val[0]
-    assert_close(weights.numpy(), train.class_weights[target.numpy()], name="val weight map (no cells apart)")
+    assert_close(weights, train.class_weights[target], name="val weight map (no cells apart)")
 
 
 def test_median_frequency_class_weights():
@@ -150,11 +154,11 @@ def test_class_mask_weight_map_extends_the_paper_to_more_classes():
     source = ListSource([rng.uniform(0, 1, (1, 24, 24)).astype(np.float32)], [mask], ("bg", "a", "b"))
     ds = SegmentationDataset(source)
     _, target, weights = ds[0]
-    np.testing.assert_array_equal(target.numpy(), mask)
+    np.testing.assert_array_equal(target, mask)
     # w_c per class (sklearn's balanced weights) plus the border term between connected objects (the textbook map).
     class_weights = compute_class_weight("balanced", classes=np.arange(3), y=mask.ravel())
     border = unet_weight_map_naive(mask > 0, class_weights=(0.0, 0.0))
-    assert_close(weights.numpy(), class_weights[mask] + border, name="multi-class weight map")
+    assert_close(weights, class_weights[mask] + border, name="multi-class weight map")
 
 
 def test_folder_of_binary_masks_gives_the_papers_map(tmp_path):
@@ -167,11 +171,11 @@ def test_folder_of_binary_masks_gives_the_papers_map(tmp_path):
     Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
     ds = SegmentationDataset(FolderDataset(tmp_path))
     _, target, weights = ds[0]
-    np.testing.assert_array_equal(target.numpy(), mask // 255)
+    np.testing.assert_array_equal(target, mask // 255)
     # A binary mask's objects are its connected components: the paper's map of the mask as a bool image.
     expected = unet_weight_map(mask > 0, class_weights=tuple(ds.class_weights))
-    assert_close(weights.numpy(), expected, name="weight map of a binary mask")
-    assert weights.numpy().max() > ds.class_weights.max() + 1  # the gaps between the squares are weighted
+    assert_close(weights, expected, name="weight map of a binary mask")
+    assert weights.max() > ds.class_weights.max() + 1  # the gaps between the squares are weighted
 
 
 def test_train_val_split():
@@ -213,7 +217,7 @@ def test_oversampling_favours_images_rich_in_the_minority_class():
     counts = ds.statistics.image_class_counts
     assert counts.shape == (8, 2) and np.all(counts.sum(axis=1) == 64 * 64)
     for i in range(8):  # per-image counts are those of the target
-        np.testing.assert_array_equal(counts[i], np.bincount(ds[i][1].numpy().ravel(), minlength=2))
+        np.testing.assert_array_equal(counts[i], np.bincount(ds[i][1].ravel(), minlength=2))
     sampler = oversampling_sampler(counts, generator=torch.Generator().manual_seed(1))
     fractions = counts[:, 1] / counts.sum(axis=1)
     assert np.argmax(sampler.weights.numpy()) == np.argmax(fractions)
@@ -228,9 +232,9 @@ def test_loader_batches_the_items_in_order_with_and_without_workers():
     assert images.shape == (4, 1, 64, 64) and targets.shape == (4, 64, 64) and weights.shape == (4, 64, 64)
     for j in range(4):
         item = ds[j]
-        torch.testing.assert_close(images[j], item[0])
-        torch.testing.assert_close(targets[j], item[1])
-        torch.testing.assert_close(weights[j], item[2])
+        torch.testing.assert_close(images[j], torch.from_numpy(item[0]))  # collated into tensors, same dtypes
+        torch.testing.assert_close(targets[j], torch.from_numpy(item[1]))
+        torch.testing.assert_close(weights[j], torch.from_numpy(item[2]))
     with_workers = make_loader(ds, batch_size=4, shuffle=False, num_workers=2)
     for a, b in zip(loader, with_workers):
         for x, y in zip(a, b):
@@ -307,8 +311,8 @@ def test_augmentation_follows_the_torch_seed():
     torch.manual_seed(3)
     second = [ds[0][1] for _ in range(4)]
     for a, b in zip(first, second):
-        torch.testing.assert_close(a, b)
-    assert any(not torch.equal(first[0], other) for other in first[1:])  # a fresh draw on every read
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(first[0], other) for other in first[1:])  # a fresh draw on every read
 
 
 def test_valid_convolution_inputs_are_mirror_padded():
@@ -388,8 +392,8 @@ def test_a_two_dimensional_image_is_one_channel():
     assert_close(np.array(ds.statistics.mean), [image.astype(np.float64).mean()], dtype=np.float64)
     assert_close(np.array(ds.statistics.std), [image.astype(np.float64).std()], dtype=np.float64)
     item, target, _ = ds[0]
-    np.testing.assert_array_equal(item.numpy(), image[None])
-    np.testing.assert_array_equal(target.numpy(), mask)
+    np.testing.assert_array_equal(item, image[None])
+    np.testing.assert_array_equal(target, mask)
 
 
 BAD_ITEMS = {
@@ -472,7 +476,7 @@ def test_an_elastic_warp_never_merges_touching_cells_in_the_target():
             labels, weights = ds.labels_and_weights(i)
             image = np.asarray(source[i][0], dtype=np.float32)
             warped = ElasticDeform(sigma=10.0)(Sample(image, labels, weights), np.random.default_rng(seed)).labels
-            foreground = target.numpy() > 0
+            foreground = target > 0
             padded = np.pad(np.where(foreground, warped, 0), 1)
             height, width = warped.shape
             for dy in (-1, 0, 1):
@@ -481,3 +485,29 @@ def test_an_elastic_warp_never_merges_touching_cells_in_the_target():
                     assert not np.any(foreground & (neighbour > 0) & (neighbour != warped)), (i, seed)
             merged_before_carving += int(np.count_nonzero((warped > 0) != foreground))
     assert merged_before_carving > 0  # the warps did close gaps, which the carving reopened
+
+
+def test_numpy_batches_are_the_dataloaders_batches_without_torch(tmp_path):
+    """``data.batches`` over an ``EpochSampler`` stacks the very items a DataLoader collates, in a process that
+    cannot import torch (the NumPy engine's data path)."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from unet_from_scratch.data import Compose, EpochSampler, RandomCrop, RandomFlip, SegmentationDataset,"
+        " SyntheticCells, batches\n"
+        "ds = SegmentationDataset(SyntheticCells(6, size=48, seed=1), transform=Compose([RandomFlip(), RandomCrop(32)]))\n"
+        "out = list(batches(ds, EpochSampler(len(ds), 5, seed=4), 2))\n"
+        "np.savez(sys.argv[1], *[a for batch in out for a in batch])\n"
+    )
+    path = tmp_path / "batches.npz"
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    saved = np.load(path)
+    arrays = [saved[f"arr_{j}"] for j in range(len(saved.files))]
+    ds = SegmentationDataset(SyntheticCells(6, size=48, seed=1), transform=Compose([RandomFlip(), RandomCrop(32)]))
+    sampler = EpochSampler(len(ds), 5, seed=4)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=sampler, drop_last=True)
+    expected = [t.numpy() for batch in loader for t in batch]
+    assert len(arrays) == len(expected) == 2 * 3  # 5 items: two full batches of 2, the fifth dropped
+    for a, b in zip(arrays, expected):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)

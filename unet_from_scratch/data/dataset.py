@@ -1,4 +1,4 @@
-"""SegmentationDataset: a source's items as (image, target classes, weight map) tensors, ready for a DataLoader.
+"""SegmentationDataset: a source's items as (image, target classes, weight map) arrays, for a DataLoader or NumPy.
 
 One item, step by step (docs/architecture.md, "the data path of a training step"):
 
@@ -7,8 +7,8 @@ One item, step by step (docs/architecture.md, "the data path of a training step"
    the paper precomputes its weight maps, and they cost a distance transform per object.
 3. The transform moves image, labels and weight map together (``transforms.py``), drawing from a NumPy generator
    seeded by the item's own seed when the sampler gives one (``EpochSampler``: the same augmentation in any
-   worker), else from torch's generator: ``torch.manual_seed`` makes a run reproducible, DataLoader workers get
-   their own streams, and every epoch sees new augmentations.
+   worker), else from torch's generator where torch is installed: ``torch.manual_seed`` makes a run reproducible,
+   DataLoader workers get their own streams, and every epoch sees new augmentations (without torch: fresh entropy).
 4. The labels become target classes. The image is left as the source gives it: normalisation belongs to the
    model (``model.set_normalization(statistics.mean, statistics.std)``), so the training split's numbers are
    saved with the weights and applied to every later input, at inference too.
@@ -24,6 +24,9 @@ Weight maps follow the mask through the transforms rather than being recomputed 
 way, and the same map whenever the transform is a flip or a 90-degree rotation (the distances are isotropic); after
 elastic or affine warps it is the warped map. With several DataLoader workers each worker fills its own cache;
 ``precompute()`` before building the loader fills it once, for all of them.
+
+Items are NumPy arrays and this module imports no torch: a ``DataLoader``'s collation stacks them into tensors,
+``data.epochs.batches`` into arrays (the NumPy engine), so both backends train on the same numbers.
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from unet_from_scratch.data.split import train_val_split
 from unet_from_scratch.data.statistics import DataStatistics, compute_statistics
@@ -40,8 +41,8 @@ from unet_from_scratch.data.targets import MASK_KINDS, check_item, prepare_label
 from unet_from_scratch.data.transforms import Sample, Transform
 
 
-class SegmentationDataset(Dataset):
-    """Items ``indices`` of ``source`` (all by default) -> (image, target, weights) tensors.
+class SegmentationDataset:
+    """Items ``indices`` of ``source`` (all by default) -> (image, target, weights) arrays.
 
     ``dataset[i]`` -> (image float32 (C, H_in, W_in) as the source gives it, target int64 (H, W) class indices, weights float32
     (H, W)); H_in = H unless the transform pads or crops the image wider for a valid-convolution network.
@@ -122,14 +123,14 @@ class SegmentationDataset(Dataset):
         for i in range(len(self)):
             self.labels_and_weights(i)
 
-    def __getitem__(self, item) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Item ``i``, or ``(i, seed)`` (from ``EpochSampler``): then the augmentation draws from ``default_rng(seed)``."""
         i, seed = item if isinstance(item, tuple) else (item, None)
         image, mask = self.read(i)
         labels, weights = self.labels_and_weights(i, mask)
         sample = Sample(np.asarray(image, dtype=np.float32), labels, weights)
         if self.transform is not None:
-            rng = np.random.default_rng(int(torch.randint(2**62, ())) if seed is None else seed)
+            rng = np.random.default_rng(_torch_seed() if seed is None else seed)
             sample = self.transform(sample, rng)
             if self.source.mask_kind == "instances" and self.separate_touching:
                 # Carved again: a warp resamples the labels by nearest neighbour and can skip a one-pixel gap,
@@ -137,10 +138,19 @@ class SegmentationDataset(Dataset):
                 sample = Sample(sample.image, prepare_labels(sample.labels, "instances"), sample.weights)
         target = target_classes(sample.labels, self.source.mask_kind)
         return (
-            torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(target)),
-            torch.from_numpy(np.array(sample.weights, dtype=np.float32)),  # a copy: never hand out the cache itself
+            np.ascontiguousarray(sample.image, dtype=np.float32),
+            np.ascontiguousarray(target, dtype=np.int64),
+            np.array(sample.weights, dtype=np.float32),  # a copy: never hand out the cache itself
         )
+
+
+def _torch_seed() -> int | None:
+    """A seed from torch's global generator (``torch.manual_seed``, each DataLoader worker's own), if torch is there."""
+    try:
+        import torch  # only for the draw: this module otherwise runs without torch
+    except ImportError:
+        return None
+    return int(torch.randint(2**62, ()))
 
 
 def make_datasets(
