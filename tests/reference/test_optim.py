@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import assert_close, float_arrays, to_torch
-from unet_from_scratch.reference.optim import SGD, Adam, RMSProp
+from unet_from_scratch.reference.optim import SGD, Adam, RMSProp, clip_grad_norm
 
 F64_TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -53,8 +53,9 @@ def adam_settings():
 
 def rmsprop_settings():
     return st.fixed_dictionaries(
-        {"alpha": st.floats(0.0, 0.999), "eps": st.floats(1e-10, 1e-2), "momentum": st.floats(0.0, 0.99)}
-    )
+        {"alpha": st.floats(0.0, 0.999), "eps": st.floats(1e-10, 1e-2), "momentum": st.floats(0.0, 0.99),
+         "weight_decay": st.floats(0.0, 0.5)}
+    )  # fmt: skip
 
 
 def torch_optimizer(kind, params, lr, settings_):
@@ -103,6 +104,23 @@ def test_adam_is_torchs_adam(problem, settings_):
 @given(problem=problems(), settings_=rmsprop_settings())
 def test_rmsprop_is_torchs_rmsprop(problem, settings_):
     run_both(RMSProp, settings_, *problem, F64_TOL)
+
+
+@settings(deadline=None)
+@given(problem=problems(), max_norm=st.floats(1e-3, 10.0))
+def test_clip_grad_norm_is_torchs(problem, max_norm):
+    params, grads, _ = problem
+    ours = {n: g.copy() for n, g in grads[0].items()}
+    tensors = [to_torch(p, requires_grad=True) for p in params.values()]
+    for tensor, g in zip(tensors, grads[0].values()):
+        tensor.grad = to_torch(g)
+    expected_norm = torch.nn.utils.clip_grad_norm_(tensors, max_norm)
+    norm = clip_grad_norm(ours, max_norm)
+    assert_close(np.array(norm), expected_norm.numpy(), name="global norm", **F64_TOL)
+    for (n, g), tensor in zip(ours.items(), tensors):
+        assert_close(g, tensor.grad.numpy(), name=f"clipped {n}", **F64_TOL)
+    by_hand = np.sqrt(sum((g**2).sum() for g in grads[0].values()))  # the norm, from its definition
+    assert_close(np.array(norm), np.array(by_hand), name="norm by hand", **F64_TOL)
 
 
 @settings(deadline=None, max_examples=15)

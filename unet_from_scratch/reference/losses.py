@@ -350,11 +350,15 @@ def combined_loss(
     if np.shape(coefficients) != (3,):
         raise ValueError(f"coefficients must be three numbers (dice, focal, cross-entropy), got {coefficients!r}")
     coefficients = [_check_scalar(k, "coefficients") for k in coefficients]
-    parts = (
-        dice_loss(logits, target, smooth, include_background),
-        focal_loss(logits, target, alpha, gamma),
-        cross_entropy(logits, target, pixel_weights, class_weights),
+    terms = (
+        lambda: dice_loss(logits, target, smooth, include_background),
+        lambda: focal_loss(logits, target, alpha, gamma),
+        lambda: cross_entropy(logits, target, pixel_weights, class_weights),
     )
-    loss = sum(k * part_loss for k, (part_loss, _) in zip(coefficients, parts))
-    dlogits = sum(k * part_grad for k, (_, part_grad) in zip(coefficients, parts))
+    # A term of coefficient 0 is not computed (a training step's loss, e.g. the quick preset's focal term): its
+    # finite value and gradient would be multiplied by 0. Each term checks its own arguments, so the arguments of
+    # a term left out (focal's alpha and gamma here) go unchecked.
+    parts = [(k, term()) for k, term in zip(coefficients, terms) if k != 0] or [(0.0, terms[0]())]
+    loss = sum(k * part_loss for k, (part_loss, _) in parts)
+    dlogits = sum(k * part_grad for k, (_, part_grad) in parts)
     return logits.dtype.type(loss), dlogits

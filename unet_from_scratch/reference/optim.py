@@ -26,10 +26,15 @@ Adam (Kingma & Ba 2015, Algorithm 1)::
 
 RMSProp (Hinton, Coursera lecture 6e, 2012; torch's ``RMSprop`` without centring)::
 
+    g ← g + λ θ                          (L2 weight decay, as SGD)
     s ← α s + (1 - α) g²                 (s = 0 before the first step: no bias correction)
     b ← μ b + g / (sqrt(s) + ε),  θ ← θ - lr b      if μ > 0
     θ ← θ - lr g / (sqrt(s) + ε)                     if μ = 0
                                          (ε outside the square root, as torch)
+
+Gradient clipping by the global norm (``clip_grad_norm``, torch's ``clip_grad_norm_``; Pascanu, Mikolov & Bengio
+2013): with n = sqrt(Σ over all parameters of Σ g²), every gradient is scaled by min(1, max_norm / (n + 1e-6)),
+so one exploding step keeps its direction but not its length.
 
 Gradients must be finite (a NaN would be stored in the buffers for good, the policy of ``_checks.py``); the
 parameters must be finite when the optimizer is made.
@@ -199,20 +204,26 @@ class Adam(Optimizer):
 
 
 class RMSProp(Optimizer):
-    """RMSProp, smoothing ``alpha`` in [0, 1), ``eps`` > 0, optional ``momentum`` in [0, 1) (module docstring)."""
+    """RMSProp, smoothing ``alpha`` in [0, 1), ``eps`` > 0, optional ``momentum`` in [0, 1), L2 ``weight_decay``
+    >= 0 (module docstring)."""
 
     buffers = ("square_avg", "momentum_buffer")
 
-    def __init__(self, params, lr: float, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0):
+    def __init__(self, params, lr: float, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 weight_decay: float = 0.0):  # fmt: skip
         self.alpha = check_real(alpha, "alpha", 0.0, below=1.0)
         self.eps = check_real(eps, "eps", above=0.0)
         self.momentum = check_real(momentum, "momentum", 0.0, below=1.0)
+        self.weight_decay = check_real(weight_decay, "weight_decay", 0.0)
         super().__init__(params, lr)
 
     def hyperparameters(self) -> dict:
-        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum}
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
+                "weight_decay": self.weight_decay}  # fmt: skip
 
     def _update(self, name, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
         s = self.state["square_avg"][name]
         s *= self.alpha
         s += (1 - self.alpha) * g * g
@@ -223,3 +234,18 @@ class RMSProp(Optimizer):
             b += scaled
             scaled = b
         p -= self.lr * scaled
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale every gradient in ``grads`` in place by min(1, max_norm / (n + 1e-6)), n their global L2 norm (module
+    docstring; ``torch.nn.utils.clip_grad_norm_``). Returns n, the norm before clipping, as a float."""
+    max_norm = check_real(max_norm, "max_norm", above=0.0)
+    if not isinstance(grads, dict) or not grads:
+        raise ValueError(f"grads must be a non-empty dict name -> ndarray, got {type(grads).__name__}")
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1:
+        for g in grads.values():
+            g *= g.dtype.type(scale)
+    return norm
+
