@@ -107,12 +107,17 @@ def report(trainer, metrics: dict) -> None:
     print(f"Best epoch {metrics['best_epoch']}: val_iou {best['val_iou']:.4f} - val_dice {best['val_dice']:.4f} - "
           f"val_precision {best['val_precision']:.4f} - val_recall {best['val_recall']:.4f} - "
           f"val_instance_f1 {best['val_instance_f1']:.4f}")  # fmt: skip
-    print(f"Trained in {metrics['seconds']:.0f} s on {metrics['device']} ({metrics['seconds_per_epoch']:.1f} s/epoch, "
+    where = "the NumPy engine (cpu)" if metrics["backend"] == "numpy" else metrics["device"]
+    print(f"Trained in {metrics['seconds']:.0f} s on {where} ({metrics['seconds_per_epoch']:.1f} s/epoch, "
           f"{metrics['ms_per_step']:.0f} ms/step, {metrics['images_per_s']:.1f} images/s); "
           f"{metrics['wall_seconds']:.0f} s in all, data and weight maps included")  # fmt: skip
     print(f"Saved in {trainer.out}: best.pt, last.pt, config.toml, history.csv, metrics.json, curves.png, "
           f"predictions.png, weight_map.png{', lr_finder.png' if trainer.config.run.lr_find else ''}")  # fmt: skip
-    if trainer.device.type == "cpu":
+    if metrics["backend"] == "numpy":
+        print(f"The checkpoints are torch checkpoints: python -m unet_from_scratch.evaluate --checkpoint "
+              f"{trainer.out / 'best.pt'} (and predict, export) use them as they are; --backend torch trains the same "
+              "model with torch.")  # fmt: skip
+    elif trainer.device.type == "cpu":
         print("On a CUDA GPU the same command runs the fused Triton loss; add --amp for mixed precision, and try "
               "--config advanced (attention U-Net, 2400 images of 256 px) or --depth 4 --base-channels 64 "
               "(the paper's width).")  # fmt: skip

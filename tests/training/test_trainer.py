@@ -100,17 +100,19 @@ def test_the_same_seed_twice_gives_the_same_run_and_another_seed_another(tmp_pat
     assert runs["a"] != runs["c"]
 
 
-def test_a_non_finite_loss_stops_the_run_naming_epoch_and_step(tmp_path):
-    trainer = Trainer(tiny(tmp_path / "run"), progress=QUIET)
-    forward, calls = trainer.criterion.forward, []
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_a_non_finite_loss_stops_the_run_naming_epoch_and_step(tmp_path, backend):
+    trainer = Trainer(tiny(tmp_path / "run", **{"run.backend": backend}), progress=QUIET)
+    model, training_calls = trainer.engine.model, []
+    forward = model.forward
 
-    def poisoned(logits, target, weights=None):
-        calls.append(trainer.model.training)
-        loss = forward(logits, target, weights)
-        training_steps = sum(calls)
-        return loss * float("nan") if trainer.model.training and training_steps == 6 else loss
+    def poisoned(x, *args, **kwargs):  # NaN logits at the 6th training forward pass: epoch 3, step 2
+        logits = forward(x, *args, **kwargs)
+        training = model.training if backend == "torch" else kwargs.get("training", args[0] if args else False)
+        training_calls.append(training)
+        return logits * float("nan") if training and sum(training_calls) == 6 else logits
 
-    trainer.criterion.forward = poisoned
+    model.forward = poisoned
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 3, step 2 \(loss is nan") as error:
         trainer.fit()
     assert str(tmp_path / "run" / "last.pt") in str(error.value)
@@ -167,7 +169,7 @@ def test_class_weights_count_once(tmp_path):
     plain, uses_map = build_loss(config, weights)
     assert not uses_map and torch.allclose(plain.class_weights, torch.tensor(weights, dtype=torch.float32))
     # The weighted CE is -sum w log p_t / sum w with the map itself as w: the class weight enters exactly once.
-    image, target, pixel_weights = (torch.stack(t) for t in zip(trainer.train_set[0], trainer.train_set[1]))
+    image, target, pixel_weights = (torch.from_numpy(np.stack(t)) for t in zip(trainer.train_set[0], trainer.train_set[1]))
     logits = torch.randn(2, 2, *target.shape[1:], dtype=torch.float64)
     log_p_t = torch.log_softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
     expected = -(pixel_weights * log_p_t).sum() / pixel_weights.sum()

@@ -11,11 +11,13 @@ term of ``combined``) gets the map and no class weights; ``ce`` gets the class w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from unet_from_scratch import sizes
 from unet_from_scratch.data import (
     Compose,
     ElasticDeform,
@@ -28,7 +30,7 @@ from unet_from_scratch.data import (
     SyntheticCells,
     make_datasets,
 )
-from unet_from_scratch.kernels.loss_checks import LossOptions
+from unet_from_scratch.loss_options import LossOptions
 from unet_from_scratch.nn import CombinedLoss, from_config
 from unet_from_scratch.training.config import ConfigError, TrainConfig
 
@@ -80,8 +82,8 @@ def build_source(config: TrainConfig):
     return FolderDataset(data.source, mask_kind=data.mask_kind, class_names=tuple(data.class_names))
 
 
-def build_model(config: TrainConfig, in_channels: int, num_classes: int):
-    """The network the ``model`` table describes, He-initialised from ``run.seed``."""
+def model_arguments(config: TrainConfig, in_channels: int, num_classes: int) -> dict:
+    """The ``model`` table as the keyword arguments of ``nn.from_config`` (what ``model.config`` records)."""
     m = config.model
     arguments = dict(name=m.name, in_channels=in_channels, num_classes=num_classes, depth=m.depth,
                      base_channels=m.base_channels, padding=m.padding, dropout=m.dropout, seed=config.run.seed)  # fmt: skip
@@ -89,10 +91,30 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int):
         arguments["batch_norm"] = m.batch_norm
     else:
         arguments["num_heads"] = m.num_heads
+    return arguments
+
+
+def build_model(config: TrainConfig, in_channels: int, num_classes: int):
+    """The network the ``model`` table describes, He-initialised from ``run.seed``."""
     try:
-        return from_config(arguments)
+        return from_config(model_arguments(config, in_channels, num_classes))
     except ValueError as error:
         raise ConfigError(f"model: {error}") from None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A network's size arithmetic (``sizes.py``): all ``training_window`` asks of a model, for one not built in torch."""
+
+    depth: int
+    padding: str
+    extra_convs: int = 0
+
+    def output_size(self, input_size: int) -> int:
+        return sizes.output_size(input_size, self.depth, self.padding, self.extra_convs)
+
+    def valid_input_size(self, n: int) -> int:
+        return sizes.valid_input_size(n, self.depth, self.padding, self.extra_convs)
 
 
 def largest_output_at_most(model, side: int) -> int | None:
@@ -151,8 +173,9 @@ def build_datasets(config: TrainConfig, source, model):
         raise ConfigError(f"data: {error}") from None
 
 
-def build_loss(config: TrainConfig, class_weights: np.ndarray) -> tuple[CombinedLoss, bool]:
-    """The loss module, and whether it takes the weight map as ``pixel_weights`` (see the module docstring)."""
+def loss_terms(config: TrainConfig, class_weights: np.ndarray) -> tuple[tuple, bool, np.ndarray | None, LossOptions]:
+    """(coefficients (dice, focal, CE), whether the CE term takes the weight map, class weights or None, the
+    loss's options) of the ``loss`` table: the rule of the module docstring, for either engine."""
     loss = config.loss
     if loss.name == "combined":
         coefficients, uses_map = tuple(loss.coefficients), True
@@ -160,10 +183,17 @@ def build_loss(config: TrainConfig, class_weights: np.ndarray) -> tuple[Combined
         coefficients, uses_map = LOSS_TERMS[loss.name]
     weights = None
     if loss.name == "ce" and config.data.class_weights != "none":
-        weights = torch.as_tensor(class_weights, dtype=torch.float32)
+        weights = np.asarray(class_weights, dtype=np.float32)
     options = LossOptions(loss.alpha, loss.gamma, loss.smooth, loss.include_background, coefficients)
+    return coefficients, uses_map, weights, options
+
+
+def build_loss(config: TrainConfig, class_weights: np.ndarray) -> tuple[CombinedLoss, bool]:
+    """The loss module, and whether it takes the weight map as ``pixel_weights`` (see the module docstring)."""
+    _, uses_map, weights, options = loss_terms(config, class_weights)
+    weights = None if weights is None else torch.from_numpy(weights)
     # validate=False: the data are checked where they are read, and the trainer checks the loss itself.
-    module = CombinedLoss(class_weights=weights, backend=loss.backend, validate=False, **vars(options))
+    module = CombinedLoss(class_weights=weights, backend=config.loss.backend, validate=False, **vars(options))
     return module, uses_map
 
 

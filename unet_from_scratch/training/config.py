@@ -48,6 +48,7 @@ PADDINGS = ("same", "valid")
 LOSSES = ("ce", "weighted-ce", "dice", "focal", "combined")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 SCHEDULES = ("constant", "warmup-cosine", "one-cycle", "plateau")
+BACKENDS = ("torch", "numpy")
 AUGMENTATIONS = ("flip", "rot90", "affine", "contrast", "elastic")
 CLASS_WEIGHTS = ("balanced", "median_frequency", "none")
 MASK_KINDS = ("instances", "classes")
@@ -99,7 +100,8 @@ class LossConfig:
     gamma: float = _field(LossOptions.gamma, "focal loss gamma")
     smooth: float = _field(LossOptions.smooth, "Dice smoothing")
     include_background: bool = _field(LossOptions.include_background, "Dice over the background class too")
-    backend: str = _field("auto", "auto (fused Triton kernel on CUDA), triton, torch", ("auto", "triton", "torch"))
+    backend: str = _field("auto", "auto (fused Triton kernel on CUDA), triton, torch", ("auto", "triton", "torch"),
+                          flag="loss-backend")
 
 
 @dataclass
@@ -136,6 +138,8 @@ class RunConfig:
     init_from: str = _field("", "checkpoint whose weights start this run (fine-tuning: new optimizer)")
     lr_find: bool = _field(False, "run the LR range test first and plot it")
     progress: str = _field("auto", "auto (a bar on a terminal), bar, lines", ("auto", "bar", "lines"))
+    backend: str = _field("torch", "the engine of a step: torch, or numpy (the reference's NumPy U-Net, losses and "
+                          "optimizers, on the CPU)", BACKENDS)
 
 
 @dataclass
@@ -283,9 +287,25 @@ def validate(config: TrainConfig) -> TrainConfig:
         if not ok:
             section, _, key = name.partition(".")
             raise ConfigError(f"{name} {rule}, got {getattr(getattr(config, section), key)!r}")
+    if config.run.backend == "numpy":
+        _check_numpy_backend(config)
     if config.data.mask_kind == "instances" and len(config.data.class_names) != 2:
         raise ConfigError(f"data.class_names must hold 2 names for instance masks, got {config.data.class_names!r}")
     return config
+
+
+def _check_numpy_backend(config: TrainConfig) -> None:
+    """What the NumPy engine (``numpy_engine.py``) does not do: ConfigError naming the flag to change."""
+    unsupported = [
+        (config.model.name != "unet", f"--model {config.model.name}", "--model unet"),
+        (config.run.amp, "--amp", "--no-amp"),
+        (config.run.device not in ("auto", "cpu"), f"--device {config.run.device}", "--device cpu"),
+        (config.data.workers > 0, f"--workers {config.data.workers}", "--workers 0"),
+    ]
+    for broken, given, needed in unsupported:
+        if broken:
+            raise ConfigError(f"--backend numpy trains the NumPy U-Net on the CPU in one process: {given} is not "
+                              f"available there (use {needed}, or --backend torch)")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------------

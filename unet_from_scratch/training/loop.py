@@ -5,14 +5,17 @@ One optimizer step (docs/architecture.md, "the data path of a training step")::
     batch (image, target, weight map)  ->  model(x) logits  ->  loss  ->  backward  ->  clip  ->  optimizer step
                                                                             (rate of this step from schedules.py)
 
+is the engine's (``engine.py``): ``run.backend`` "torch" (``torch_engine.py``) or "numpy", the reference's NumPy
+U-Net, losses and optimizers (``numpy_engine.py``). Everything else here is the same for both.
+
 and after every epoch: validation on the held-out split (whole images, ``inference.predict_logits``), the
 epoch's line and ``history.csv``, ``last.pt`` (and ``best.pt`` when ``val_iou`` improved), plateau and early
 stopping. At the end the best weights are evaluated once more, their predictions saved (``predictions.npz``)
 beside ``metrics.json`` and the plots.
 
 Reproducibility. Everything random is a function of ``run.seed``: the split, the initialisation, each epoch's
-order and each item's augmentation (``EpochSampler``), and dropout (torch's generator, whose state a checkpoint
-saves). On the CPU two runs with one seed give the same ``history.csv`` and the same weights, and a run stopped
+order and each item's augmentation (``EpochSampler``), and dropout (torch's generator, or the NumPy model's,
+whose state a checkpoint saves). On the CPU two runs with one seed give the same ``history.csv`` and the same weights, and a run stopped
 after any step and resumed from ``last.pt`` gives the same as the run that was never stopped: the sampler
 regenerates the interrupted epoch and skips what was done, and every running sum of the epoch is in the checkpoint.
 
@@ -31,33 +34,34 @@ import os
 import random
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from itertools import cycle
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
-from unet_from_scratch.data.sampling import EpochSampler, minority_fractions
-from unet_from_scratch.inference import predict_logits
+from unet_from_scratch.data.epochs import EpochSampler, minority_fractions
 from unet_from_scratch.reference.metrics import confusion, instance_f1
 from unet_from_scratch.training import plots
 from unet_from_scratch.training.build import (
     MIN_SAMPLES_PER_EPOCH,
+    Geometry,
     build_datasets,
     build_loss,
     build_model,
     build_optimizer,
     build_source,
     image_sizes,
+    loss_terms,
+    model_arguments,
     resolve_device,
 )
 from unet_from_scratch.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from unet_from_scratch.training.config import ConfigError, TrainConfig, apply_overrides, to_toml, validate
 from unet_from_scratch.training.distributed import World, all_reduce_sum, close_world, init_world
+from unet_from_scratch.training.engine import NonFiniteLoss
 from unet_from_scratch.training.lr_finder import range_test
 from unet_from_scratch.training.progress import Progress, write_history
 from unet_from_scratch.training.schedules import Plateau, learning_rate
@@ -66,25 +70,12 @@ SCORES = ("val_loss", "val_iou", "val_dice", "val_precision", "val_recall", "val
           "val_instance_recall", "val_instance_f1")  # fmt: skip
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and step."""
-
-
 class Interrupted(RuntimeError):
     """SIGINT or SIGTERM arrived; ``last.pt`` holds the state at the last finished step."""
 
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
-
-
-def _classes(logits: torch.Tensor) -> torch.Tensor:
-    """The predicted class of every pixel, (N, K, H, W) -> (N, H, W) int64: the index of the largest logit.
-
-    ``max(1).indices`` rather than ``argmax(1)``: on the CPU torch 2.13's argmax over the (strided) class axis takes
-    4.6 ms for a 4 x 2 x 128 x 128 batch, max 0.24 ms (3% of a training step saved).
-    """
-    return logits.max(1).indices
 
 
 def _ratio(numerator: float, denominator: float, both_empty: bool) -> float:
@@ -129,11 +120,13 @@ class Trainer:
             config.run.out = str(resume)
         config = validate(apply_overrides(config, overrides or {}))
         self.config = config
-        self.device = resolve_device(config.run.device)
+        self.device = resolve_device("cpu" if config.run.backend == "numpy" else config.run.device)
         if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
             self.device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
             torch.cuda.set_device(self.device)
         self.world: World = init_world(self.device)
+        if self.world.distributed and config.run.backend == "numpy":
+            raise ConfigError("--backend numpy trains in one process; run it without torchrun")
         self.progress = progress or Progress(config.run.progress, enabled=self.world.is_main)
         self.out = Path(config.run.out or time.strftime("runs/%Y%m%d-%H%M%S"))
         if resume is None and (self.out / "last.pt").exists():
@@ -153,28 +146,32 @@ class Trainer:
     def _build(self) -> None:
         c, world = self.config, self.world
         self.source = build_source(c)
-        num_classes = len(self.source.class_names)
-        self.model = build_model(c, self.source.in_channels, num_classes)
-        self.train_set, self.val_set = build_datasets(c, self.source, self.model)
+        in_channels, num_classes = self.source.in_channels, len(self.source.class_names)
+        if c.run.backend == "numpy":
+            model_config = model_arguments(c, in_channels, num_classes)
+            geometry = Geometry(c.model.depth, c.model.padding)
+        else:
+            model = build_model(c, in_channels, num_classes)
+            model_config, geometry = model.config, model
+        self.train_set, self.val_set = build_datasets(c, self.source, geometry)
         statistics = self.train_set.statistics
-        self.model.set_normalization(statistics.mean, statistics.std)
-        self.model.class_names = list(statistics.class_names)
-        if c.run.init_from and self.checkpoint is None:
-            self._init_from(c.run.init_from)
         self.train_set.precompute()  # the weight maps once, before any worker forks
         self.val_set.precompute()
-        self.criterion, self.uses_map = build_loss(c, self.train_set.class_weights)
-        self.amp_dtype = None
-        if c.run.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        self.model.to(self.device, memory_format=self.memory_format)
-        self.criterion.to(self.device)
-        self.net = self.model
-        if world.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.peak_lr = c.optimizer.lr if c.optimizer.lr != "auto" else 1e-3
+        if c.run.backend == "numpy":
+            from unet_from_scratch.training.numpy_engine import NumpyEngine
+
+            terms = loss_terms(c, self.train_set.class_weights)
+            self.engine = NumpyEngine(model_config, c.run.seed, terms, c.optimizer, self.peak_lr, c.run.clip)
+        else:
+            from unet_from_scratch.training.torch_engine import TorchEngine
+
+            criterion, uses_map = build_loss(c, self.train_set.class_weights)
+            optimizer = build_optimizer(c, model.parameters(), self.peak_lr)
+            self.engine = TorchEngine(model, criterion, uses_map, optimizer, self.device, world, c.run.amp, c.run.clip)
+        self.engine.set_normalization(statistics.mean, statistics.std, statistics.class_names)
+        if c.run.init_from and self.checkpoint is None:
+            self._init_from(c.run.init_from)
 
         samples = c.data.samples_per_epoch or max(len(self.train_set), MIN_SAMPLES_PER_EPOCH)
         weights = None
@@ -185,44 +182,42 @@ class Trainer:
         per_rank = len(self.sampler)
         self.batch_size = min(c.run.batch_size, per_rank)
         self.steps_per_epoch = per_rank // self.batch_size  # full batches only: batch norm dislikes a batch of 1
-        self.loader = DataLoader(
-            self.train_set, batch_size=self.batch_size, sampler=self.sampler, num_workers=c.data.workers,
-            pin_memory=self.device.type == "cuda", drop_last=True, persistent_workers=c.data.workers > 0,
-            generator=torch.Generator().manual_seed(c.run.seed),  # never draws from the global generator
-        )  # fmt: skip
+        self.loader = self.engine.loader(self.train_set, self.sampler, self.batch_size, c.data.workers, c.run.seed)
         self.val_indices = list(range(world.rank, len(self.val_set), world.size))
         sizes = image_sizes(self.source)
         self.val_same_size = len({sizes[int(i)] for i in self.val_set.indices}) == 1
         self.total_steps = c.run.epochs * self.steps_per_epoch
         self.plateau = Plateau(c.schedule.plateau_factor, c.schedule.plateau_patience)
-        self.peak_lr = c.optimizer.lr if c.optimizer.lr != "auto" else 1e-3
-        self.optimizer = build_optimizer(c, self.model.parameters(), self.peak_lr)
         self.state = {"epoch": 0, "epoch_step": 0, "step": 0, "sums": self._empty_sums(), "best": -math.inf,
                       "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}  # fmt: skip
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
 
+    @property
+    def model(self):
+        """The network being trained: an ``nn.Module`` (torch engine) or a ``NumpyUNet`` (NumPy engine)."""
+        return self.engine.model
+
     def _init_from(self, path: str) -> None:
-        """Fine-tuning: the weights of another run's checkpoint; the normalisation stays this data's."""
+        """Fine-tuning: the weights of another run's checkpoint (of either engine); the normalisation stays this
+        data's."""
         checkpoint = load_checkpoint(path)
-        mean, std = self.model.input_mean.clone(), self.model.input_std.clone()
         try:
-            self.model.load_state_dict(checkpoint["model"])
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[0]
-            raise ConfigError(f"--init-from {path}: its model does not fit this one ({first})") from None
-        self.model.set_normalization(mean, std)
-        self.model.class_names = list(self.train_set.statistics.class_names)
+            self.engine.load_weights(checkpoint["model"])
+        except ValueError as error:
+            raise ConfigError(f"--init-from {path}: its model does not fit this one ({error})") from None
+        s = self.train_set.statistics
+        self.engine.set_normalization(s.mean, s.std, s.class_names)
 
     def _empty_sums(self) -> dict:
         k = len(self.source.class_names)
-        return {"loss": 0.0, "last_loss": 0.0, "steps": 0, "confusion": torch.zeros(k, k, dtype=torch.int64),
-                "seconds": 0.0}  # fmt: skip
+        return {"loss": 0.0, "last_loss": 0.0, "steps": 0, "confusion": [[0] * k for _ in range(k)], "seconds": 0.0}
 
     def _restore(self, checkpoint: dict) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint["config"]["run"].get("backend", "torch") != self.config.run.backend:
+            raise ConfigError("a run resumes with the engine it was started with (its checkpoint's run.backend)")
+        self.engine.load_weights(checkpoint["model"])
+        self.engine.load_state_dict(checkpoint["engine"])
         self.plateau.load_state_dict(checkpoint["plateau"])
         self.state = checkpoint["trainer"]
         self.peak_lr = self.state.get("peak_lr", self.peak_lr)
@@ -230,49 +225,19 @@ class Trainer:
 
     def _checkpoint(self) -> dict:
         return {
-            "model_config": self.model.config, "model": self.model.state_dict(), "config": self.config.to_dict(),
-            "statistics": self.train_set.statistics.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "plateau": self.plateau.state_dict(),
+            "model_config": self.engine.model_config, "model": self.engine.weights(), "config": self.config.to_dict(),
+            "statistics": self.train_set.statistics.state_dict(), "engine": self.engine.state_dict(),
+            "plateau": self.plateau.state_dict(),
             "trainer": {**self.state, "peak_lr": self.peak_lr}, "rng": rng_state(),
         }  # fmt: skip
 
     # -- one step -----------------------------------------------------------------------------------------------
 
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
-
-    def _to_device(self, batch):
-        image, target, weights = (t.to(self.device, non_blocking=True) for t in batch)
-        return image.contiguous(memory_format=self.memory_format), target, weights
-
-    def _train_step(self, batch, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step at rate ``lr`` -> (loss, logits), the loss checked to be finite first."""
-        image, target, weights = self._to_device(batch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with self._autocast():
-            logits = self.net(image)  # (N, K, H, W)
-            loss = self.criterion(logits, target, weights if self.uses_map else None)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.config.run.clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.run.clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach(), logits.detach()
-
-    def _account(self, sums: dict, target: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor) -> None:
-        """Add one step's loss and confusion counts (for the epoch's training ``iou``) to the epoch's sums."""
-        k = len(self.source.class_names)
-        flat = target.to(self.device).reshape(-1) * k + _classes(logits).reshape(-1)  # (N·H·W,) target·K + prediction
-        sums["confusion"] += torch.bincount(flat, minlength=k * k).reshape(k, k).cpu()
-        sums["last_loss"] = float(loss)
-        sums["loss"] += sums["last_loss"]
+    def _account(self, sums: dict, loss: float, counts: np.ndarray) -> None:
+        """Add one step's loss and (K, K) confusion counts (for the epoch's training ``iou``) to the epoch's sums."""
+        sums["confusion"] = (np.asarray(sums["confusion"]) + counts).tolist()
+        sums["last_loss"] = loss
+        sums["loss"] += loss
         sums["steps"] += 1
 
     def _rate(self, step: int) -> float:
@@ -289,10 +254,8 @@ class Trainer:
             return self.val_set.labels_and_weights(i)[0]
         return ndimage.label(target > 0)[0]
 
-    @torch.no_grad()
     def validate(self, keep: bool = False) -> tuple[dict, dict | None]:
         """Scores of the validation split (this rank's shard, counts summed over ranks); ``keep`` the predictions."""
-        self.model.eval()
         k = len(self.source.class_names)
         loss_sum, tp, fp, fn, objects = 0.0, np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(3)
         kept = {"image": [], "target": [], "prediction": [], "instances": []} if keep else None
@@ -300,16 +263,12 @@ class Trainer:
         for start in range(0, len(self.val_indices), batch):
             chunk = self.val_indices[start : start + batch]
             items = [self.val_set[i] for i in chunk]
-            image, target, weights = (torch.stack(t) for t in zip(*items))
-            image, target, weights = self._to_device((image, target, weights))
-            with self._autocast():
-                logits = predict_logits(self.model, image)
-                loss = self.criterion(logits, target, weights if self.uses_map else None)
-            loss_sum += float(loss) * len(chunk)
-            truth, prediction = target.cpu().numpy(), _classes(logits).cpu().numpy()
+            image, truth, weights = (np.stack(t) for t in zip(*items))
+            loss, prediction = self.engine.evaluate(image, truth, weights)
+            loss_sum += loss * len(chunk)
             counts_tp, counts_fp, counts_fn, _ = confusion(truth, prediction, k)
             tp, fp, fn = tp + counts_tp.sum(0), fp + counts_fp.sum(0), fn + counts_fn.sum(0)
-            for i, t, p, x in zip(chunk, truth, prediction, image.cpu().numpy()):
+            for i, t, p, x in zip(chunk, truth, prediction, image):
                 true_objects = self._true_objects(i, t)
                 s = instance_f1(true_objects, p > 0)
                 objects += (s.matched, s.n_true, s.n_pred)
@@ -321,7 +280,6 @@ class Trainer:
         tp, fp, fn, objects = rest[:k], rest[k : 2 * k], rest[2 * k : 3 * k], rest[3 * k :]
         foreground = slice(1, None) if k > 1 else slice(None)
         scores = scores_from_counts(loss_sum, items, tp[foreground], fp[foreground], fn[foreground], *objects)
-        self.model.train()
         return scores, kept
 
     # -- the run ------------------------------------------------------------------------------------------------
@@ -330,10 +288,9 @@ class Trainer:
         """The lines a run starts with: device, model, data, class balance, loss and schedule."""
         c, s, p = self.config, self.train_set.statistics, self.progress
         counts = s.image_class_counts.sum(axis=0)
-        parameters = sum(t.numel() for t in self.model.parameters())
-        threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
+        parameters = self.engine.num_parameters
         world = f", {self.world.size} processes" if self.world.distributed else ""
-        p.print(f"Device: {self.device}{threads}{world}")
+        p.print(f"Device: {self.engine.device_line}{world}")
         p.print(f"Model: {type(self.model).__name__}(depth={c.model.depth}, base_channels={c.model.base_channels}, "
                 f"padding={c.model.padding!r}) - {parameters:,} parameters")  # fmt: skip
         p.print(f"Data: {c.data.source} - {len(self.train_set)} training / {len(self.val_set)} validation images; "
@@ -346,18 +303,17 @@ class Trainer:
 
     def find_lr(self) -> float:
         """The LR range test on copies of the weights and optimizer (restored after); saves ``lr_finder.png``."""
-        model_state = copy.deepcopy(self.model.state_dict())
-        optimizer_state = copy.deepcopy(self.optimizer.state_dict())
+        weights, engine_state = copy.deepcopy(self.engine.weights()), copy.deepcopy(self.engine.state_dict())
         torch_state = torch.get_rng_state()
         self.sampler.set_epoch(-1 % 2**31)  # an order of its own, not epoch 0's
 
         def step(rate, batch):
-            return float(self._train_step(batch, rate)[0])
+            return self.engine.train_step(batch, rate)[0]
 
         steps = max(20, min(100, 3 * self.steps_per_epoch))
         result = range_test(step, cycle(self.loader), steps=steps)
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(optimizer_state)
+        self.engine.load_weights(weights)
+        self.engine.load_state_dict(engine_state)
         torch.set_rng_state(torch_state)
         if self.world.is_main:
             plots.plot_lr_finder(result.rates, result.losses, result.suggestion, self.out / "lr_finder.png")
@@ -404,7 +360,7 @@ class Trainer:
             (self.out / "config.toml").write_text(to_toml(c))
             if self.checkpoint is None:
                 image, target, weights = self.train_set[(0, 0)]  # a fixed augmentation seed: no global draw
-                plots.plot_weight_map(image.numpy(), weights.numpy(), self.out / "weight_map.png")
+                plots.plot_weight_map(image, weights, self.out / "weight_map.png")
         started = time.perf_counter()
         with self._signals():
             while st["epoch"] < c.run.epochs:
@@ -421,19 +377,18 @@ class Trainer:
         epoch, done = st["epoch"], st["epoch_step"]
         self.sampler.set_epoch(epoch, skip=done * self.batch_size)
         self.progress.start_epoch(epoch, c.run.epochs, self.steps_per_epoch, done)
-        self.model.train()
         sums = st["sums"]
         tick = time.perf_counter()
         for batch in self.loader:
             lr = self._rate(st["step"])
             try:
-                loss, logits = self._train_step(batch, lr)
+                loss, counts = self.engine.train_step(batch, lr)
             except NonFiniteLoss as error:
                 last = self.out / "last.pt"
                 kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
                 raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, step {st['epoch_step'] + 1} "
                                     f"({error}, lr {lr:.2e}): training stopped; {kept}") from None  # fmt: skip
-            self._account(sums, batch[1], loss, logits)
+            self._account(sums, loss, counts)
             st["step"] += 1
             st["epoch_step"] += 1
             self.progress.step(sums["last_loss"])
@@ -449,7 +404,7 @@ class Trainer:
         scores, _ = self.validate()
         validation_seconds = time.perf_counter() - validation_started
         k = len(self.source.class_names)
-        matrix = all_reduce_sum(sums["confusion"].numpy(), self.world)  # (K, K): target x prediction
+        matrix = all_reduce_sum(np.asarray(sums["confusion"]), self.world)  # (K, K): target x prediction
         hits = np.diag(matrix)
         foreground = slice(1, None) if k > 1 else slice(None)
         tp, fp, fn = hits[foreground], (matrix.sum(0) - hits)[foreground], (matrix.sum(1) - hits)[foreground]
@@ -496,7 +451,7 @@ class Trainer:
             payload = [best_state]
             torch.distributed.broadcast_object_list(payload, src=0)
             best_state = payload[0]
-        self.model.load_state_dict(best_state)
+        self.engine.load_weights(best_state)
         best, kept = self.validate(keep=True)
         history = st["history"]
         steps = sum(1 for _ in history) * self.steps_per_epoch
@@ -506,7 +461,7 @@ class Trainer:
             "ms_per_step": 1000 * st["train_seconds"] / max(steps, 1),
             "images_per_s": steps * self.batch_size * self.world.size / max(st["train_seconds"], 1e-9),
             "device": str(self.device), "processes": self.world.size,
-            "parameters": sum(t.numel() for t in self.model.parameters()),
+            "parameters": self.engine.num_parameters, "backend": self.engine.name,
             "train_images": len(self.train_set), "val_images": len(self.val_set),
         }  # fmt: skip
         if self.world.is_main:
