@@ -72,20 +72,27 @@ def batch_norm(
     if training and m == 1:
         raise ValueError(f"expected more than 1 value per channel when training, got input shape {x.shape}")
 
+    c4 = (None, slice(None), None, None)  # index that broadcasts a (C,) array over (N, C, H, W)
     if training and m == 0:  # nothing to normalise and nothing learnt; the running statistics stay
         mean, var = np.zeros(c, x.dtype), np.ones(c, x.dtype)
+        xhat, y = x - mean[c4], np.empty_like(x)
     elif training:
         mean = x.mean(axis=(0, 2, 3))
-        var = x.var(axis=(0, 2, 3))  # biased (1/M): the batch is normalised by its own spread
+        xhat = x - mean[c4]  # centred now, scaled to xhat below
+        y = np.square(xhat)  # y's buffer holds the squares until y is written
+        var = y.mean(axis=(0, 2, 3))  # biased (1/M): the batch is normalised by its own spread
         running_mean *= 1 - momentum
         running_mean += momentum * mean
         running_var *= 1 - momentum
         running_var += momentum * var * (m / (m - 1))  # unbiased: an estimate of the population's variance
     else:
         mean, var = running_mean, running_var
+        xhat, y = x - mean[c4], np.empty_like(x)
     inv_std = 1.0 / np.sqrt(var + eps)
-    xhat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
-    y = gamma[None, :, None, None] * xhat + beta[None, :, None, None]
+    # In place, one pass each, on arrays no one else holds: this layer runs on every map of the U-Net.
+    xhat *= inv_std[c4]
+    np.multiply(xhat, gamma[c4], out=y)
+    y += beta[c4]
     cache = dict(layer="batch_norm", xhat=xhat, gamma=gamma, inv_std=inv_std, training=training)
     return y, cache
 
@@ -111,13 +118,19 @@ def batch_norm_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.nda
         raise ValueError(f"dy must have the forward input's shape {xhat.shape}, got {dy.shape}")
     check_same_dtype(dy=dy, x=xhat)
 
+    c4 = (None, slice(None), None, None)  # index that broadcasts a (C,) array over (N, C, H, W)
+    scale = gamma * inv_std  # (C,)
     dbeta = dy.sum(axis=(0, 2, 3))
-    dgamma = (dy * xhat).sum(axis=(0, 2, 3))
-    scale = (gamma * inv_std)[None, :, None, None]
+    dx = dy * xhat  # the buffer of dx holds dy * xhat until dgamma is summed
+    dgamma = dx.sum(axis=(0, 2, 3))
     if not cache["training"]:
-        return scale * dy, dgamma, dbeta
+        return np.multiply(dy, scale[c4], out=dx), dgamma, dbeta
     m = dy.shape[0] * dy.shape[2] * dy.shape[3]
     if m == 0:  # an empty batch: nothing flows back
         return np.zeros_like(dy), dgamma, dbeta
-    dx = scale / m * (m * dy - dbeta[None, :, None, None] - xhat * dgamma[None, :, None, None])
+    # dx = scale * (dy - xhat * dgamma / M - dbeta / M), the formula above; in place, one pass per operation.
+    np.multiply(xhat, (dgamma / m)[c4], out=dx)
+    np.subtract(dy, dx, out=dx)
+    dx -= (dbeta / m)[c4]
+    dx *= scale[c4]
     return dx, dgamma, dbeta
