@@ -53,6 +53,26 @@ from unet_from_scratch.reference._checks import check_cache, check_finite, check
 
 METHODS = ("windows", "im2col", "shifted")
 
+
+# The textbook forms first: every other method is tested against these two.
+def correlate_windows(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The plain definition of the valid correlation: ``x`` (N, C_in, H, W), ``w`` (C_out, C_in, kh, kw) ->
+    (N, C_out, H - kh + 1, W - kw + 1) in x's dtype, ``y[n, o, h, v] = sum_{c, i, j} w[o, c, i, j] * x[n, c, h + i, v + j]``.
+
+    ``sliding_window_view`` shows every kh x kw window of x without copying it, and one ``einsum`` writes the sum
+    as it stands in the formula.
+    """
+    windows = sliding_window_view(x, w.shape[2:], axis=(2, 3))  # (N, C_in, H_out, W_out, kh, kw), a view
+    return np.ascontiguousarray(np.einsum("nchvij,ocij->nohv", windows, w, optimize=True))
+
+
+def weight_gradient_windows(x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """The plain definition of the correlation's weight gradient: ``x`` (N, C_in, H, W), ``dy``
+    (N, C_out, H_out, W_out) -> (C_out, C_in, kh, kw), ``dw[o, c, i, j] = sum_{n, h, v} dy[n, o, h, v] * x[n, c, h + i, v + j]``."""
+    kh, kw = x.shape[2] - dy.shape[2] + 1, x.shape[3] - dy.shape[3] + 1
+    windows = sliding_window_view(x, (kh, kw), axis=(2, 3))  # (N, C_in, H_out, W_out, kh, kw), a view
+    return np.einsum("nchvij,nohv->ocij", windows, dy, optimize=True)
+
 # Working set of one chunk of output rows (its im2col columns or input views, and its partial sums), in bytes.
 # 2-4 MiB ran fastest on the benchmark machine (8 MiB L3): shorter chunks make short matmuls, longer ones fall
 # out of cache. Chunking also bounds im2col's extra memory, kh * kw times the input's if unchunked.
@@ -177,8 +197,7 @@ def correlate(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu
     c_out, c_in, kh, kw = w.shape
     method = _check_method(method, c_in)
     if method == "windows":
-        windows = sliding_window_view(x, (kh, kw), axis=(2, 3))  # (N, C_in, H_out, W_out, kh, kw), a view
-        y = np.ascontiguousarray(np.einsum("nchvij,ocij->nohv", windows, w, optimize=True))
+        y = correlate_windows(x, w)
         _add_bias_relu(y.reshape(*y.shape[:2], -1), b, relu)
         return y
 
@@ -233,8 +252,7 @@ def correlate_weight_gradient(x: np.ndarray, dy: np.ndarray, *, method: str = "a
     c_out, h_out, w_out = dy.shape[1:]
     kh, kw = h - h_out + 1, wd - w_out + 1
     if method == "windows":
-        windows = sliding_window_view(x, (kh, kw), axis=(2, 3))  # (N, C_in, H_out, W_out, kh, kw), a view
-        return np.einsum("nchvij,nohv->ocij", windows, dy, optimize=True)
+        return weight_gradient_windows(x, dy)
 
     x_flat = np.ascontiguousarray(x).reshape(n, c_in, h * wd)
     shifts = [i * wd + j for i in range(kh) for j in range(kw)]
@@ -253,30 +271,39 @@ def correlate_weight_gradient(x: np.ndarray, dy: np.ndarray, *, method: str = "a
     return dw_taps.reshape(kh, kw, c_out, c_in).transpose(2, 3, 0, 1).copy()
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid"):
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid", *, method: str = "auto"):
     """Convolution (cross-correlation) of ``x`` (N, C_in, H, W) with ``w`` (C_out, C_in, kh, kw), plus ``b`` (C_out,).
 
-    Stride 1; ``padding`` "valid" | "same" | int (see the module docstring). Returns ``(y, cache)``: ``y``
+    Stride 1; ``padding`` "valid" | "same" | int (see the module docstring). ``method`` is how the sums are
+    computed: one of ``METHODS`` ("windows" is the plain definition, slow and clear) or "auto" (the fastest for
+    the shape, ``choose_method``); all give the same numbers up to float rounding. Returns ``(y, cache)``: ``y``
     (N, C_out, H_out, W_out) in the inputs' dtype (float32 or float64, all alike), equal to
-    ``F.conv2d(x, w, b, padding=padding)``; ``cache`` what ``conv2d_backward`` needs (``x``, ``w``, the padding).
+    ``F.conv2d(x, w, b, padding=padding)``; ``cache`` what ``conv2d_backward`` needs (``x``, ``w``, the padding,
+    the method).
     """
     pads = _check_conv(x, w, b, padding)
-    return correlate(_pad(x, *pads), w, b), {"layer": "conv2d", "x": x, "w": w, "pads": pads}
+    _check_method(method, x.shape[1])
+    y = correlate(_pad(x, *pads), w, b, method=method)
+    return y, {"layer": "conv2d", "x": x, "w": w, "pads": pads, "method": method}
 
 
-def conv2d_backward(dy: np.ndarray, cache: dict):
+def conv2d_backward(dy: np.ndarray, cache: dict, *, method: str | None = None):
     """Gradients of ``conv2d`` -> ``(dx, dw, db)`` shaped like ``x``, ``w`` and (C_out,).
 
     ``dy`` has the forward output's shape (N, C_out, H_out, W_out); ``cache`` is the one ``conv2d`` returned.
     Formulas in the module docstring: dw correlates the padded ``x`` with ``dy``; dx correlates ``dy``, padded by
     kh - 1 - top rows on top (and so on; a negative amount crops), with ``w`` flipped and transposed to
-    (C_in, C_out, kh, kw).
+    (C_in, C_out, kh, kw). ``method`` (default: the forward's) computes dx's correlation; dw takes the plain
+    definition under "windows" and its one fast method ("shifted") otherwise.
     """
     check_cache(cache, "conv2d")
-    return _conv2d_backward(dy, cache["x"], cache["w"], cache["pads"])
+    return _conv2d_backward(dy, cache, method)
 
 
-def _conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, pads: tuple[int, int, int, int]):
+def _conv2d_backward(dy: np.ndarray, cache: dict, method: str | None):
+    x, w, pads = cache["x"], cache["w"], cache["pads"]
+    method = cache.get("method", "auto") if method is None else method
+    _check_method(method, w.shape[0])
     check_float_array(dy, "dy", ndim=4, layout="(N, C_out, H_out, W_out)")
     expected = _output_shape(x, w, pads)
     if dy.shape != expected:
@@ -285,8 +312,9 @@ def _conv2d_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, pads: tuple[i
     top, bottom, left, right = pads
     kh, kw = w.shape[2:]
     w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C_in, C_out, kh, kw)
-    dx = correlate(_pad(dy, kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right), w_flipped)
-    dw = correlate_weight_gradient(_pad(x, *pads), dy)
+    dy_padded = _pad(dy, kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+    dx = correlate(dy_padded, w_flipped, method=method)
+    dw = correlate_weight_gradient(_pad(x, *pads), dy, method="windows" if method == "windows" else "auto")
     db = dy.sum(axis=(0, 2, 3))
     return dx, dw, db
 
@@ -299,12 +327,21 @@ def relu(x: np.ndarray):
 
 
 def _relu_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``dy`` where the ReLU's output ``y`` is positive (exactly where its input was), else 0."""
+    """``dy`` where the ReLU's output ``y`` is positive (exactly where its input was), else 0.
+
+    Written as ``dy * (y > 0)``: for a finite ``dy`` the product with the 0/1 mask is the selection
+    ``np.where(y > 0, dy, 0)`` exactly, and it runs 9x faster here (0.45 ms against 4.0 ms on a (4, 16, 128, 128)
+    float32 map, whose random mask defeats the branch prediction of ``where``). A NaN or infinity times 0 is NaN,
+    though, so a non-finite ``dy`` takes ``where``: the bad value stays on the units the ReLU let through.
+    """
     check_float_array(dy, "dy")
     if dy.shape != y.shape:
         raise ValueError(f"dy must have the output shape {y.shape}, got {dy.shape}")
     check_same_dtype(dy=dy, y=y)
-    return np.where(y > 0, dy, 0).astype(y.dtype, copy=False)
+    dx = dy * (y > 0)
+    if not np.isfinite(dx).all():
+        return np.where(y > 0, dy, 0).astype(y.dtype, copy=False)
+    return dx
 
 
 def relu_backward(dy: np.ndarray, cache: dict) -> np.ndarray:
@@ -316,21 +353,23 @@ def relu_backward(dy: np.ndarray, cache: dict) -> np.ndarray:
     return _relu_backward(dy, cache["y"])
 
 
-def conv2d_relu(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid"):
+def conv2d_relu(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid", *, method: str = "auto"):
     """``relu(conv2d(x, w, b, padding))`` in one call: the U-Net's 3x3 convolution + ReLU (Ronneberger et al.
-    2015, Fig. 1). Shapes and dtypes as in ``conv2d``; the ReLU is applied as the convolution's rows are
-    produced (see ``correlate``). Returns ``(y, cache)``, the cache for ``conv2d_relu_backward``."""
+    2015, Fig. 1). Shapes, dtypes and ``method`` as in ``conv2d``; the ReLU is applied as the convolution's rows
+    are produced (see ``correlate``). Returns ``(y, cache)``, the cache for ``conv2d_relu_backward``."""
     pads = _check_conv(x, w, b, padding)
-    y = correlate(_pad(x, *pads), w, b, relu=True)
-    return y, {"layer": "conv2d_relu", "x": x, "w": w, "pads": pads, "y": y}
+    _check_method(method, x.shape[1])
+    y = correlate(_pad(x, *pads), w, b, relu=True, method=method)
+    return y, {"layer": "conv2d_relu", "x": x, "w": w, "pads": pads, "method": method, "y": y}
 
 
-def conv2d_relu_backward(dy: np.ndarray, cache: dict):
-    """Gradients of ``conv2d_relu`` -> ``(dx, dw, db)``, from the cache ``conv2d_relu`` returned.
+def conv2d_relu_backward(dy: np.ndarray, cache: dict, *, method: str | None = None):
+    """Gradients of ``conv2d_relu`` -> ``(dx, dw, db)``, from the cache ``conv2d_relu`` returned; ``method`` as in
+    ``conv2d_backward``.
 
     y = max(z, 0) is positive exactly where the pre-activation z is, so the output ``y`` (kept in the cache) tells
     the ReLU's backward all it needs: dz = dy where y > 0, else 0; then conv2d_backward(dz, ...).
     """
     check_cache(cache, "conv2d_relu")
     check_float_array(dy, "dy", ndim=4, layout="(N, C_out, H_out, W_out)")
-    return _conv2d_backward(_relu_backward(dy, cache["y"]), cache["x"], cache["w"], cache["pads"])
+    return _conv2d_backward(_relu_backward(dy, cache["y"]), cache, method)
