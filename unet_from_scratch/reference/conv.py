@@ -136,18 +136,28 @@ def _output_shape(x: np.ndarray, w: np.ndarray, pads: tuple[int, int, int, int])
     return x.shape[0], w.shape[0], x.shape[2] + top + bottom - kh + 1, x.shape[3] + left + right - kw + 1
 
 
-def choose_method(c_in: int) -> str:
-    """The faster of "im2col" and "shifted" for a correlation over ``c_in`` input channels.
+def choose_method(c_in: int, positions: int | None = None) -> str:
+    """The faster of "im2col" and "shifted" for a correlation over ``c_in`` input channels and ``positions``
+    output positions per image (H_out * W; None: a large image).
 
     "shifted" runs kh * kw matmuls with an inner dimension of C_in and adds each into the partial sums;
     "im2col" copies C_in * kh * kw values per output position for one matmul with an inner dimension of
-    C_in * kh * kw. Below 32 channels the shifted matmuls are too thin for BLAS and the extra passes over the
-    outputs dominate: measured on the benchmark machine (2 threads, float32, 3x3 kernels), shifted is 14x
-    slower than im2col at C_in = 1 (the U-Net's first layer, 572x572) and 1.5-2.2x slower at C_in = 3-16
-    (256x256). From 32 channels on the two stay within 10-17% of each other, shifted ahead at 48 and more
-    channels (and on every U-Net layer but the first), and shifted needs no copy.
+    C_in * kh * kw. Measured on the benchmark machine (float32, 3x3 kernels):
+
+    - below 32 channels the shifted matmuls are too thin for BLAS and the extra passes over the outputs
+      dominate: shifted is 14x slower than im2col at C_in = 1 (572x572) and 1.5-2.2x slower at C_in = 3-16;
+    - on large images (the paper's, 2 threads) the two stay within 10-17% from 32 channels on, shifted ahead
+      from 48 channels, and shifted needs no copy;
+    - on the training step's small images (at most 128x128, one thread) im2col is ahead up to 128 channels:
+      1.04-1.8x faster on 12 of 15 layer shapes of the default and the paper-sized U-Net and the N = 16 batches
+      (N = 4, 32 -> 64 channels at 32x32: 2.1 ms against 3.7), level or 6% behind where the channels halve;
+    - from 256 channels shifted is ahead on every size (5-8% at 256 and 512 channels, one thread).
     """
-    return "im2col" if c_in < 32 else "shifted"
+    if c_in < 32:
+        return "im2col"
+    if c_in < 256 and positions is not None and positions <= 128 * 130:
+        return "im2col"
+    return "shifted"
 
 
 def _row_chunks(h_out: int, w_in: int, w_out: int, rows: int):
@@ -166,9 +176,9 @@ def _chunk_rows(row_bytes: int, h_out: int) -> int:
     return max(1, min(h_out, CHUNK_BYTES // max(row_bytes, 1)))
 
 
-def _check_method(method: str, c_in: int) -> str:
+def _check_method(method: str, c_in: int, positions: int | None = None) -> str:
     if method == "auto":
-        return choose_method(c_in)
+        return choose_method(c_in, positions)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS} or 'auto', got {method!r}")
     return method
@@ -195,7 +205,7 @@ def correlate(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu
     spends more time writing its 83 MB output than multiplying, and two more passes over it would cost 40%.
     """
     c_out, c_in, kh, kw = w.shape
-    method = _check_method(method, c_in)
+    method = _check_method(method, c_in, (x.shape[2] - kh + 1) * x.shape[3])
     if method == "windows":
         y = correlate_windows(x, w)
         _add_bias_relu(y.reshape(*y.shape[:2], -1), b, relu)
