@@ -47,7 +47,7 @@ MODELS = ("unet", "attention-unet")
 PADDINGS = ("same", "valid")
 LOSSES = ("ce", "weighted-ce", "dice", "focal", "combined")
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
-SCHEDULES = ("constant", "warmup-cosine", "one-cycle", "plateau")
+SCHEDULES = ("constant", "warmup-cosine", "one-cycle", "step", "plateau")
 BACKENDS = ("torch", "numpy")
 AUGMENTATIONS = ("flip", "rot90", "affine", "contrast", "elastic")
 CLASS_WEIGHTS = ("balanced", "median_frequency", "none")
@@ -121,6 +121,8 @@ class ScheduleConfig:
     warmup_epochs: float = _field(1.0, "warmup-cosine: epochs of linear warmup")
     final_lr_ratio: float = _field(0.02, "warmup-cosine / one-cycle: final learning rate / peak")
     pct_start: float = _field(0.3, "one-cycle: fraction of the run spent rising")
+    step_epochs: float = _field(10.0, "step: epochs between two drops of the rate")
+    step_gamma: float = _field(0.1, "step: factor of each drop")
     plateau_factor: float = _field(0.5, "plateau: factor on a plateau")
     plateau_patience: int = _field(3, "plateau: epochs without improvement before the rate drops")
 
@@ -275,6 +277,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         ("schedule.warmup_epochs", config.schedule.warmup_epochs >= 0, "must be >= 0"),
         ("schedule.final_lr_ratio", 0.0 <= config.schedule.final_lr_ratio <= 1.0, "must lie in [0, 1]"),
         ("schedule.pct_start", 0.0 < config.schedule.pct_start < 1.0, "must lie in (0, 1)"),
+        ("schedule.step_epochs", config.schedule.step_epochs > 0, "must be > 0"),
+        ("schedule.step_gamma", 0.0 < config.schedule.step_gamma <= 1.0, "must lie in (0, 1]"),
         ("schedule.plateau_factor", 0.0 < config.schedule.plateau_factor < 1.0, "must lie in (0, 1)"),
         ("schedule.plateau_patience", config.schedule.plateau_patience >= 0, "must be >= 0"),
         ("run.epochs", config.run.epochs >= 1, "must be >= 1"),

@@ -243,7 +243,9 @@ class Trainer:
     def _rate(self, step: int) -> float:
         s = self.config.schedule
         warmup = round(s.warmup_epochs * self.steps_per_epoch)
-        rate = learning_rate(s.name, step, self.total_steps, self.peak_lr, warmup, s.pct_start, s.final_lr_ratio)
+        step_size = max(1, round(s.step_epochs * self.steps_per_epoch))
+        rate = learning_rate(s.name, step, self.total_steps, self.peak_lr, warmup, s.pct_start, s.final_lr_ratio,
+                             step_size, s.step_gamma)  # fmt: skip
         return rate * self.plateau.scale
 
     # -- validation ---------------------------------------------------------------------------------------------
