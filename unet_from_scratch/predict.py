@@ -74,14 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
     """Image paths of ``inputs`` (files, or folders listed as ``data.FolderDataset`` lists its images folder)."""
-    from unet_from_scratch.data.folder import _listing
+    from unet_from_scratch.data.folder import list_files
 
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             try:
-                found = list(_listing(path, IMAGE_SUFFIXES, "image").values())
+                found = list(list_files(path, IMAGE_SUFFIXES, "image").values())
             except (OSError, ValueError) as error:
                 raise InputError(str(error)) from None
             if not found:
@@ -110,10 +110,10 @@ def read_image(path: Path, in_channels: int | None = None):
     """
     import numpy as np
 
-    from unet_from_scratch.data.folder import _channels_first, _read_pages
+    from unet_from_scratch.data.folder import read_image_pages
 
     try:
-        pages = [_channels_first(page, path) for page in _read_pages(path, mask=False)]
+        pages = read_image_pages(path)
     except ValueError as error:
         raise InputError(str(error)) from None
     images = []

@@ -68,12 +68,11 @@ class FolderDataset:
         self._images: list[np.ndarray] = []
         self._masks: list[np.ndarray] = []
         for image_path, mask_path in _pairs(self.root):
-            images = _read_pages(image_path, mask=False)
+            images = read_image_pages(image_path)
             masks = [self._check_mask(_mask_page(m, mask_path), mask_path) for m in _read_pages(mask_path, mask=True)]
             if len(images) != len(masks):
                 raise ValueError(f"{image_path} has {len(images)} page(s) but its mask {mask_path} has {len(masks)}")
             for page, (image, mask) in enumerate(zip(images, masks)):
-                image = _channels_first(image, image_path)
                 if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
                     bad = image.size - np.count_nonzero(np.isfinite(image))
                     raise ValueError(
@@ -132,8 +131,9 @@ class FolderDataset:
         return mask.astype(np.int32)
 
 
-def _listing(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
-    """stem -> path of every file in ``folder``; anything unexpected raises."""
+def list_files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    """stem -> path of every file in ``folder`` (hidden files skipped), sorted; a missing folder, a subfolder, another
+    suffix than ``suffixes`` or two files of one stem raise (one line, naming ``what``: "image", "mask")."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder {folder} does not exist")
     by_stem: dict[str, Path] = {}
@@ -154,8 +154,8 @@ def _pairs(root: Path) -> list[tuple[Path, Path]]:
     """(image, mask) paths matched by stem, in sorted order; missing partners raise FileNotFoundError."""
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
-    images = _listing(root / "images", IMAGE_SUFFIXES, "image")
-    masks = _listing(root / "masks", MASK_SUFFIXES, "mask")
+    images = list_files(root / "images", IMAGE_SUFFIXES, "image")
+    masks = list_files(root / "masks", MASK_SUFFIXES, "mask")
     if not images:
         raise ValueError(f"no images in {root / 'images'} (expected {', '.join(IMAGE_SUFFIXES)} files)")
     for stem, path in images.items():
@@ -165,6 +165,13 @@ def _pairs(root: Path) -> list[tuple[Path, Path]]:
         if stem not in images:
             raise FileNotFoundError(f"no image for mask {path}: expected {root / 'images' / stem}.<png|tif|jpg>")
     return [(images[stem], masks[stem]) for stem in images]
+
+
+def read_image_pages(path: Path) -> list[np.ndarray]:
+    """Every page of the image file ``path`` as (C, H, W) in the file's dtype, as training reads its images (PNG,
+    JPEG and TIFF; multi-page stacks; grey, grey + alpha, RGB, RGBA -> 1 or 3 channels). ValueError (one line, naming
+    the file) for a corrupt or truncated file or an array that is not an image."""
+    return [_channels_first(page, path) for page in _read_pages(path, mask=False)]
 
 
 def _read_pages(path: Path, mask: bool) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ from importlib import import_module
 _HOMES = {
     "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "save_checkpoint": "checkpoint", "ConfigError": "config", "TrainConfig": "config", "apply_overrides": "config",
-    "load_config": "config", "to_toml": "config", "Interrupted": "loop", "NonFiniteLoss": "loop", "Trainer": "loop",
+    "load_config": "config", "to_toml": "config", "Interrupted": "loop", "NonFiniteLoss": "engine", "Trainer": "loop",
 }  # fmt: skip
 __all__ = sorted(_HOMES)
 
