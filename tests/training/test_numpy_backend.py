@@ -156,3 +156,16 @@ def test_a_run_resumes_only_with_its_own_engine(tmp_path):
     Trainer(tiny(tmp_path / "run"), progress=QUIET).fit(stop_after=1)
     with pytest.raises(ConfigError, match="resumes with the engine it was started with"):
         Trainer(resume=tmp_path / "run", overrides={"run.backend": "numpy"}, progress=QUIET)
+
+
+def test_the_command_line_trains_on_the_numpy_engine(tmp_path, capsys):
+    flags = ["--images", "10", "--size", "32", "--samples-per-epoch", "8", "--depth", "2", "--base-channels", "4",
+             "--epochs", "2", "--progress", "lines", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(["--backend", "numpy", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "Model: NumpyUNet(depth=2" in out and "Device: cpu (NumPy engine)" in out
+    assert "on the NumPy engine (cpu)" in out and f"--checkpoint {tmp_path / 'run' / 'best.pt'}" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    history = read_history(tmp_path / "run" / "history.csv")
+    best = max(history, key=lambda row: row["val_iou"])
+    assert metrics["best"]["val_iou"] == pytest.approx(best["val_iou"], rel=1e-12)  # the best checkpoint, rescored
