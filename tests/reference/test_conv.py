@@ -86,17 +86,17 @@ def conv_cases(draw, grid=False, max_size=24):
     return x, weight, b, dy, padding
 
 
-def ours_conv2d(padding):
+def ours_conv2d(padding, method="auto"):
     def run(x, w, b, dout):
-        y, cache = conv2d(x, w, b, padding)
-        return y, list(conv2d_backward(dout, cache))
+        y, cache = conv2d(x, w, b, padding, method=method)
+        return y, list(conv2d_backward(dout, cache))  # the backward takes the forward's method from the cache
 
     return run
 
 
-def ours_conv2d_relu(padding):
+def ours_conv2d_relu(padding, method="auto"):
     def run(x, w, b, dout):
-        y, cache = conv2d_relu(x, w, b, padding)
+        y, cache = conv2d_relu(x, w, b, padding, method=method)
         return y, list(conv2d_relu_backward(dout, cache))
 
     return run
@@ -117,6 +117,45 @@ def test_conv2d_matches_torch(case):
         dout=dy,
         names=["dx", "dw", "db"],
     )
+
+
+# The textbook form stays callable by name, beside the fast ones: every method, forward and backward, is torch's.
+@settings(deadline=None)
+@given(conv_cases(max_size=12), st.sampled_from(METHODS + ("auto",)))
+def test_every_method_of_conv2d_matches_torch(case, method):
+    x, w, b, dy, padding = case
+    assert_matches_torch(
+        ours_conv2d(padding, method),
+        lambda x, w, b: torch_conv2d(x, w, b, padding),
+        [x, w, b],
+        wrt=[0, 1, 2],
+        dout=dy,
+        names=["dx", "dw", "db"],
+    )
+
+
+@settings(deadline=None)
+@given(conv_cases(grid=True, max_size=12), st.sampled_from(METHODS + ("auto",)))
+def test_every_method_of_conv2d_relu_matches_torch(case, method):
+    x, w, b, dy, padding = case
+    assert_matches_torch(
+        ours_conv2d_relu(padding, method),
+        lambda x, w, b: torch_conv2d_relu(x, w, b, padding),
+        [x, w, b],
+        wrt=[0, 1, 2],
+        dout=dy,
+        names=["dx", "dw", "db"],
+    )
+
+
+def test_a_backward_method_overrides_the_forwards(rng):
+    x = rng.uniform(-1, 1, size=(2, 3, 6, 5))
+    w, dy = rng.uniform(-1, 1, size=(4, 3, 3, 3)), rng.uniform(-1, 1, size=(2, 4, 6, 5))
+    _, cache = conv2d(x, w, None, "same", method="shifted")
+    for ours, plain in zip(conv2d_backward(dy, cache), conv2d_backward(dy, cache, method="windows")):
+        assert_close(ours, plain, kind="grad")
+    with pytest.raises(ValueError, match="method must be one of"):
+        conv2d_backward(dy, cache, method="fft")
 
 
 @settings(deadline=None)
@@ -209,10 +248,19 @@ def test_every_weight_gradient_method_matches_torch_and_the_plain_definition(cas
     assert_close(dw, correlate_weight_gradient(x, dy, method="windows"), kind="grad", name=f"dw[{method}] vs windows")
 
 
-@pytest.mark.parametrize("c_in, c_out", [(1, 64), (48, 4)])
+def test_choose_method_follows_its_measured_rule():
+    assert conv.choose_method(1) == conv.choose_method(16, 10**6) == "im2col"  # thin matmuls: always im2col
+    assert conv.choose_method(64) == conv.choose_method(64, 10**6) == "shifted"  # the paper's large maps
+    assert conv.choose_method(64, 64 * 66) == conv.choose_method(128, 32 * 34, 128) == "im2col"  # small images
+    assert conv.choose_method(64, 64 * 66, 1) == conv.choose_method(64, 64 * 66, 32) == "shifted"  # few outputs
+    assert conv.choose_method(256, 16 * 18) == "shifted"
+
+
+@pytest.mark.parametrize("c_in, c_out", [(1, 64), (48, 4), (48, 48)])
 def test_auto_method_on_both_sides_of_the_rule_matches_torch(c_in, c_out, rng):
-    # The property tests' channels (<= 8) fall on im2col's side of choose_method (C_in < 32); 48 crosses it,
-    # and the backward's dx correlation (C_out channels in) crosses it the other way.
+    # The property tests' channels (<= 8) fall on im2col's side of choose_method (C_in < 32); 48 -> 4 crosses
+    # it (few outputs: shifted), 48 -> 48 on a small image is im2col, and the backward's dx correlation (C_out
+    # channels in, C_in out) crosses the rule the other way.
     x = rng.uniform(-1, 1, size=(2, c_in, 9, 7)).astype(np.float32)
     w = rng.uniform(-0.1, 0.1, size=(c_out, c_in, 3, 3)).astype(np.float32)
     b = rng.uniform(-1, 1, size=c_out).astype(np.float32)
@@ -333,6 +381,16 @@ def test_a_backward_takes_only_the_cache_of_its_own_forward():
         conv2d_relu_backward(np.zeros((1, 2, 3, 3)), conv2d(X, W)[1])
     with pytest.raises(ValueError, match="cache must be the one relu returned, got tuple"):
         relu_backward(np.zeros(3), (np.zeros(3),))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_relu_backward_keeps_a_non_finite_gradient_on_the_units_it_passes(bad):
+    # The fast path multiplies dy by the 0/1 mask, and NaN * 0 is NaN: a non-finite dy takes np.where, as torch.
+    y, cache = relu(np.array([-1.0, 2.0, 0.0, 3.0], np.float32))
+    dy = np.array([bad, 1.0, bad, bad], np.float32)
+    expected = torch.ops.aten.threshold_backward(torch.from_numpy(dy), torch.from_numpy(y), 0).numpy()
+    np.testing.assert_array_equal(relu_backward(dy, cache), expected)
+    np.testing.assert_array_equal(relu_backward(dy, cache), [0.0, 1.0, 0.0, bad])
 
 
 def test_bad_relu_input_raises():

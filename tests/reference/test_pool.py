@@ -138,3 +138,15 @@ def test_bad_upstream_gradient_raises(dy, message):
 def test_the_backward_takes_only_a_max_pool2d_cache():
     with pytest.raises(ValueError, match="cache must be the one max_pool2d returned, got ndarray"):
         max_pool2d_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 4, 4)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_gradient_reaches_only_the_maximum_of_its_window(bad):
+    # The fast backward multiplies dy by a 0/1 mask (NaN * 0 is NaN); a non-finite dy takes the argmax form.
+    x = np.array([[[[1.0, 3.0], [3.0, 2.0]]]])
+    _, cache = max_pool2d(x)
+    dx = max_pool2d_backward(np.array([[[[bad]]]]), cache)
+    tx = torch.from_numpy(x).requires_grad_()
+    F.max_pool2d(tx, 2).backward(torch.full((1, 1, 1, 1), bad, dtype=torch.float64))
+    np.testing.assert_array_equal(dx, tx.grad.numpy())
+    np.testing.assert_array_equal(dx, [[[[0.0, bad], [0.0, 0.0]]]])  # the first maximum in row-major order

@@ -19,25 +19,33 @@ Backward, reading the sum the other way round (cs231n's conv notes; Dumoulin & V
                      and with C_in and C_out swapped ("full" correlation); dx is dxp without the padding.
 
 How the sums are computed (``METHODS``; all give the same numbers up to rounding, and the tests hold them to
-each other and to torch):
+each other and to torch). ``conv2d``, ``conv2d_relu`` and their backwards take ``method=`` by name, so the slow,
+clear form runs beside the fast ones:
 
-- "windows", the plain definition: ``sliding_window_view`` gives every kh x kw window, ``einsum`` does the sum.
+- "windows", the plain definition, comes first in this file (``correlate_windows``, ``weight_gradient_windows``):
+  ``sliding_window_view`` gives every kh x kw window, ``einsum`` does the sum as the formula writes it.
 - the two fast methods rest on one observation. In a C-contiguous (C, H, W) image, pixel (h + i, v + j) sits at
   flat index (h * W + v) + (i * W + j): a kernel tap (i, j) is a fixed *shift* s = i * W + j of the flattened
   image. So for every output position q = h * W + v in one contiguous range, tap (i, j) reads the plain
   (C, L) matrix ``x_flat[:, s : s + L]`` -- a strided view, no copy. Positions with v >= W_out (the last
   kw - 1 columns of each row) wrap into the next row; they are computed and dropped, wasting (kw - 1) / W of
-  the work (under 1% for the paper's layers, which are at least 30 pixels wide).
+  the work (under 1% for the paper's layers, which are at least 30 pixels wide; 6% at 32x32).
 - "im2col" copies the kh * kw shifted views, row-chunk by row-chunk, into one (C_in * kh * kw, L) matrix and
   makes one matmul with w as a (C_out, C_in * kh * kw) matrix. The copy costs C_in * kh * kw values per output
-  position, small next to the 2 * C_out * C_in * kh * kw flops when C_out is large.
+  position, shared by the C_out outputs of that position.
 - "shifted" makes one (C_out, C_in) @ (C_in, L) matmul per tap on the views themselves and adds them up: no
   copy of the input, but kh * kw passes over the output, and each matmul's inner dimension is only C_in.
 
-``choose_method`` picks per shape (the rule and the measurements behind it are in its docstring); rows are
-processed in chunks of a few MiB so the copies and partial sums stay in cache. The dx of the backward is the
-same correlation, so it takes the same route; dw takes one matmul per tap with the long (positions) axis as the
-inner dimension.
+``choose_method`` picks per shape (the rule and the measurements behind it are in its docstring): im2col below
+32 input channels, and up to 128 on the small images of a training batch (at most 128x128) unless the outputs
+are at most half the inputs; shifted otherwise. Rows are processed in chunks of a few MiB so the copies and
+partial sums stay in cache. The dx of the backward is the same correlation, so it takes the same route; dw
+takes one matmul per tap with the long (positions) axis as the inner dimension.
+
+What a matmul can reach bounds all of this: on the benchmark machine OpenBLAS runs these products at 58-89
+GFLOP/s on one thread (float32; (64, 576) @ (576, L) at 65-74), while torch's oneDNN runs a whole N = 16,
+64 -> 64 channel 3x3 convolution at 64x64 at about 100 GFLOP/s. The NumPy convolution's remaining distance to
+torch on the training shapes, 1.2-1.4x, is mostly that difference (``benchmarks/README.md``, "NumPy engine").
 
 By the policy of ``reference/_checks.py``: non-finite weights or biases raise ValueError (one turns a whole output
 channel into NaN); NaN or infinity in ``x`` or ``dy`` is not rejected: as in any sum, it only reaches the outputs
@@ -136,13 +144,13 @@ def _output_shape(x: np.ndarray, w: np.ndarray, pads: tuple[int, int, int, int])
     return x.shape[0], w.shape[0], x.shape[2] + top + bottom - kh + 1, x.shape[3] + left + right - kw + 1
 
 
-def choose_method(c_in: int, positions: int | None = None) -> str:
-    """The faster of "im2col" and "shifted" for a correlation over ``c_in`` input channels and ``positions``
-    output positions per image (H_out * W; None: a large image).
+def choose_method(c_in: int, positions: int | None = None, c_out: int | None = None) -> str:
+    """The faster of "im2col" and "shifted" for a correlation over ``c_in`` input channels, ``positions`` output
+    positions per image (H_out * W; None: a large image) and ``c_out`` output channels (None: as many as in).
 
     "shifted" runs kh * kw matmuls with an inner dimension of C_in and adds each into the partial sums;
     "im2col" copies C_in * kh * kw values per output position for one matmul with an inner dimension of
-    C_in * kh * kw. Measured on the benchmark machine (float32, 3x3 kernels):
+    C_in * kh * kw, a copy that C_out outputs share. Measured on the benchmark machine (float32, 3x3 kernels):
 
     - below 32 channels the shifted matmuls are too thin for BLAS and the extra passes over the outputs
       dominate: shifted is 14x slower than im2col at C_in = 1 (572x572) and 1.5-2.2x slower at C_in = 3-16;
@@ -150,12 +158,14 @@ def choose_method(c_in: int, positions: int | None = None) -> str:
       from 48 channels, and shifted needs no copy;
     - on the training step's small images (at most 128x128, one thread) im2col is ahead up to 128 channels:
       1.04-1.8x faster on 12 of 15 layer shapes of the default and the paper-sized U-Net and the N = 16 batches
-      (N = 4, 32 -> 64 channels at 32x32: 2.1 ms against 3.7), level or 6% behind where the channels halve;
+      (N = 4, 32 -> 64 channels at 32x32: 2.1 ms against 3.7), level or 6% behind where the channels halve,
+      and 3x behind at 64 -> 1 (the dx of the first layer), where one output shares the whole copy;
     - from 256 channels shifted is ahead on every size (5-8% at 256 and 512 channels, one thread).
     """
     if c_in < 32:
         return "im2col"
-    if c_in < 256 and positions is not None and positions <= 128 * 130:
+    few_outputs = c_out is not None and 2 * c_out <= c_in
+    if c_in < 256 and positions is not None and positions <= 128 * 130 and not few_outputs:
         return "im2col"
     return "shifted"
 
@@ -176,9 +186,9 @@ def _chunk_rows(row_bytes: int, h_out: int) -> int:
     return max(1, min(h_out, CHUNK_BYTES // max(row_bytes, 1)))
 
 
-def _check_method(method: str, c_in: int, positions: int | None = None) -> str:
+def _check_method(method: str, c_in: int, positions: int | None = None, c_out: int | None = None) -> str:
     if method == "auto":
-        return choose_method(c_in, positions)
+        return choose_method(c_in, positions, c_out)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS} or 'auto', got {method!r}")
     return method
@@ -205,7 +215,7 @@ def correlate(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu
     spends more time writing its 83 MB output than multiplying, and two more passes over it would cost 40%.
     """
     c_out, c_in, kh, kw = w.shape
-    method = _check_method(method, c_in, (x.shape[2] - kh + 1) * x.shape[3])
+    method = _check_method(method, c_in, (x.shape[2] - kh + 1) * x.shape[3], c_out)
     if method == "windows":
         y = correlate_windows(x, w)
         _add_bias_relu(y.reshape(*y.shape[:2], -1), b, relu)
@@ -348,10 +358,9 @@ def _relu_backward(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
     if dy.shape != y.shape:
         raise ValueError(f"dy must have the output shape {y.shape}, got {dy.shape}")
     check_same_dtype(dy=dy, y=y)
-    dx = dy * (y > 0)
-    if not np.isfinite(dx).all():
+    if not np.isfinite(dy).all():
         return np.where(y > 0, dy, 0).astype(y.dtype, copy=False)
-    return dx
+    return dy * (y > 0)
 
 
 def relu_backward(dy: np.ndarray, cache: dict) -> np.ndarray:
