@@ -79,15 +79,9 @@ raw = []
 
 
 def step(rate: float, batch) -> float:
-    image, target, weights = batch
-    for group in finder.optimizer.param_groups:
-        group["lr"] = rate
-    loss = finder.criterion(finder.model(image), target, weights)
-    finder.optimizer.zero_grad()
-    loss.backward()
-    finder.optimizer.step()
-    raw.append(float(loss.detach()))
-    return raw[-1]
+    loss, _ = finder.engine.train_step(batch, rate)  # forward, loss, backward, clipping, optimizer step at `rate`
+    raw.append(loss)
+    return loss
 
 
 test = range_test(step, cycle(finder.loader), start=1e-5, end=10.0, steps=80)
