@@ -235,6 +235,13 @@ check("float32: the curves agree to 1e-4 relative, far below the loss's mean cha
       np.abs(np32 / t32 - 1).max() < 1e-4 and np.abs(np32 - t32).max() < 0.01 * step_change)
 
 # %% [markdown]
+# The trainer runs this engine for a whole run: `python -m unet_from_scratch.train --backend numpy` trains the
+# quick preset with `NumpyUNet`, `reference.losses.combined_loss` and `reference.optim.Adam` (and gradient clipping,
+# `reference.optim.clip_grad_norm`), its batches drawn by `data.batches` without torch, with the same progress
+# lines, history and plots as the torch run. Its checkpoints are torch checkpoints, so `evaluate` and `predict` take
+# them as they are (tests/training/test_numpy_backend.py checks all of it, five steps against torch's included).
+
+# %% [markdown]
 # ## What the weight map is for: touching cells apart or merged
 #
 # Two torch runs, equal in everything but the pixel weights of the cross-entropy:
