@@ -46,7 +46,8 @@ input (OpenBLAS runs these products up to 1.9x faster with a row-major (L, C_in)
 What a matmul can reach bounds all of this: on the benchmark machine OpenBLAS runs these products at 58-89
 GFLOP/s on one thread (float32; (64, 576) @ (576, L) at 65-74), while torch's oneDNN runs a whole N = 16,
 64 -> 64 channel 3x3 convolution at 64x64 at about 100 GFLOP/s. The NumPy convolution's remaining distance to
-torch on the training shapes, 1.2-1.4x, is mostly that difference (``benchmarks/README.md``, "NumPy engine").
+torch on the N = 16 training batches, 1.3-1.45x for the forward and dx and 1.1x for dw, is mostly that
+difference (``benchmarks/README.md``, "NumPy engine").
 
 By the policy of ``reference/_checks.py``: non-finite weights or biases raise ValueError (one turns a whole output
 channel into NaN); NaN or infinity in ``x`` or ``dy`` is not rejected: as in any sum, it only reaches the outputs
@@ -158,8 +159,8 @@ def choose_method(c_in: int, positions: int | None = None, c_out: int | None = N
     - on large images (the paper's, 2 threads) the two stay within 10-17% from 32 channels on, shifted ahead
       from 48 channels, and shifted needs no copy;
     - on the training step's small images (at most 128x128, one thread) im2col is ahead up to 128 channels:
-      1.04-1.8x faster on 12 of 15 layer shapes of the default and the paper-sized U-Net and the N = 16 batches
-      (N = 4, 32 -> 64 channels at 32x32: 2.1 ms against 3.7), level or 6% behind where the channels halve,
+      1.03-1.8x faster on 11 of 15 layer shapes of the default and the paper-sized U-Net and the N = 16 batches
+      (N = 4, 32 -> 64 channels at 32x32: 2.1 ms against 3.7), level or 6-7% behind where the channels halve,
       and 3x behind at 64 -> 1 (the dx of the first layer), where one output shares the whole copy;
     - from 256 channels shifted is ahead on every size (5-8% at 256 and 512 channels, one thread).
     """
