@@ -126,8 +126,9 @@ lesson.save(fig, "receptive_field")
 # The definition is four nested loops (filter, row, column, and the sum over the window). `conv.py` computes the
 # same sum three ways (`METHODS`): "windows" (every window as a strided view, summed by `einsum`), "im2col" (the
 # windows copied into one matrix, then one matrix product) and "shifted" (one matrix product per kernel tap on
-# shifted views of the flattened image, no copy); `conv2d_relu` picks "im2col" below 32 input channels and
-# "shifted" from there (`choose_method`). All must give the loop's numbers, up to float rounding.
+# shifted views of the flattened image, no copy); `conv2d_relu` picks by shape (`choose_method`): "im2col" below 32
+# input channels and, up to 256 channels, on images of at most 128x128 unless the outputs are at most half the
+# inputs, "shifted" elsewhere; `method=` names one. All must give the loop's numbers, up to float rounding.
 
 # %%
 section("textbook loop vs the fast strategies")
