@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -169,3 +171,27 @@ def test_the_command_line_trains_on_the_numpy_engine(tmp_path, capsys):
     history = read_history(tmp_path / "run" / "history.csv")
     best = max(history, key=lambda row: row["val_iou"])
     assert metrics["best"]["val_iou"] == pytest.approx(best["val_iou"], rel=1e-12)  # the best checkpoint, rescored
+
+
+def test_a_numpy_engine_step_runs_where_torch_cannot_be_imported(tmp_path):
+    """Batches, forward, loss, backward and the optimizer step of the NumPy engine need no torch (only writing a
+    checkpoint does): three steps on one batch, in a process where ``import torch`` fails, lower its loss."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from unet_from_scratch.data import EpochSampler, SegmentationDataset, SyntheticCells, batches\n"
+        "from unet_from_scratch.loss_options import LossOptions\n"
+        "from unet_from_scratch.training.config import OptimizerConfig\n"
+        "from unet_from_scratch.training.numpy_engine import NumpyEngine\n"
+        "ds = SegmentationDataset(SyntheticCells(4, size=32, seed=0))\n"
+        "config = dict(name='unet', in_channels=1, num_classes=2, depth=2, base_channels=4, padding='same',"
+        " batch_norm=True, dropout=0.0, seed=0)\n"
+        "terms = ((0.7, 0.0, 0.3), True, None, LossOptions())\n"
+        "engine = NumpyEngine(config, 0, terms, OptimizerConfig(), 3e-3, 1.0)\n"
+        "engine.set_normalization(ds.statistics.mean, ds.statistics.std, ds.class_names)\n"
+        "batch = next(batches(ds, EpochSampler(len(ds), shuffle=False), 4))\n"
+        "losses = [engine.train_step(batch, 3e-3)[0] for _ in range(3)]\n"
+        "print(' '.join(map(repr, losses)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    losses = [float(v) for v in result.stdout.split()]
+    assert len(losses) == 3 and losses[2] < losses[0]
