@@ -1,7 +1,7 @@
 """The NumPy U-Net against the torch UNet: the parameter spec against ``named_parameters()`` and each torch layer's
 fan (``nn.init.layer_fan_in``), the initial weights bitwise alike (depth 1-4, valid and same, with and without batch
 norm, several seeds: both draw ``unet_parameters`` in order), the forward pass (valid and same padding, with and
-without batch norm, depth 1-3, training and evaluation, float64) with the same weights, the state dict both ways,
+without batch norm, depth 1-4, training and evaluation, float64) with the same weights, the state dict both ways,
 and the backward pass: every parameter gradient against torch autograd (a linear loss sum(logits · R), so
 dlogits = R; the combined loss; dropout with the same masks on both sides) and five optimizer steps against
 ``torch.optim``; bad configs and inputs.
@@ -94,6 +94,7 @@ def test_numpy_unet_starts_from_the_torch_models_weights(arguments, seed):
 
 
 ARCHITECTURES = [(d, p, bn) for d in (1, 2, 3) for p in ("valid", "same") for bn in (False, True)]
+ARCHITECTURES += [(4, "valid", True), (4, "same", False)]  # the paper's depth: two of its four variants
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
