@@ -5,6 +5,9 @@ trims a pixel per side, each 2x2 pooling halves, each up-convolution doubles and
 the skip's are concatenated), then training-sized batches with "same" padding. torch runs on as many threads as
 NumPy's BLAS (threadpoolctl, else 2), so both sides have the same cores.
 
+The training-sized batches are also timed with ``method="winograd"`` (Winograd F(2x2, 3x3)), which "auto" takes
+only when NumPy's BLAS runs one thread (``OPENBLAS_NUM_THREADS=1``; ``choose_method``), in the same groups.
+
 Before any timing, one untimed forward pass over every shape brings OpenBLAS to its steady state (``steady_state``).
 With benchmarks disabled (CI) every case runs once at a small size (channels <= 8, sides <= 16, batch <= 2) and
 is checked against torch.
@@ -95,13 +98,25 @@ def case(shape, smoke):
 ROUNDS = 5  # minutes in all at full size; the minimum of a few rounds resists a shared machine's noise
 
 
-@pytest.mark.parametrize("impl", ["numpy", "torch"])
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def impls(shapes):
+    """(shape, impl) pairs: NumPy ("auto") and torch for every shape, NumPy's winograd for the training batches."""
+    pairs = [(shape, impl) for shape in shapes for impl in ("numpy", "torch")]
+    return pairs + [(shape, "numpy winograd") for shape in TRAINING_SHAPES]
+
+
+def impl_id(value):
+    return shape_id(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("shape, impl", impls(SHAPES), ids=impl_id)
 def test_conv2d_relu_forward(benchmark, smoke, shape, impl):
     x, w, b, _, padding = case(shape, smoke)
     benchmark.group = f"conv2d_relu forward {shape_id(shape)}"
-    if impl == "numpy":
-        y, _ = benchmark.pedantic(conv2d_relu, args=(x, w, b, padding), rounds=ROUNDS, warmup_rounds=1)
+    if impl.startswith("numpy"):
+        method = "winograd" if impl == "numpy winograd" else "auto"
+        y, _ = benchmark.pedantic(
+            conv2d_relu, args=(x, w, b, padding), kwargs=dict(method=method), rounds=ROUNDS, warmup_rounds=1
+        )
     else:
         tx, tw, tb = map(torch.from_numpy, (x, w, b))
         with torch.no_grad():
@@ -111,8 +126,7 @@ def test_conv2d_relu_forward(benchmark, smoke, shape, impl):
     assert_close(y, expected, name="conv2d_relu")
 
 
-@pytest.mark.parametrize("impl", ["numpy", "torch"])
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+@pytest.mark.parametrize("shape, impl", impls(SHAPES), ids=impl_id)
 def test_conv2d_backward(benchmark, smoke, shape, impl):
     x, w, b, dy, padding = case(shape, smoke)
     benchmark.group = f"conv2d backward {shape_id(shape)}"
@@ -122,8 +136,8 @@ def test_conv2d_backward(benchmark, smoke, shape, impl):
     def torch_backward():
         return torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True)
 
-    if impl == "numpy":
-        _, cache = conv2d(x, w, b, padding)
+    if impl.startswith("numpy"):
+        _, cache = conv2d(x, w, b, padding, method="winograd" if impl == "numpy winograd" else "auto")
         grads = benchmark.pedantic(conv2d_backward, args=(dy, cache), rounds=ROUNDS, warmup_rounds=1)
     else:
         grads = [g.numpy() for g in benchmark.pedantic(torch_backward, rounds=ROUNDS, warmup_rounds=1)]

@@ -64,12 +64,12 @@ def seeded_grid(shape, dtype, step):
 
 
 @st.composite
-def conv_cases(draw, grid=False, max_size=24):
-    """(x, w, b, dy, padding): batch 1-3, channels 1-8, sizes 1-max_size, kernels 1-5 (kh, kw apart), every
-    padding mode, both dtypes; sizes never below the kernel under 'valid'-like padding."""
+def conv_cases(draw, grid=False, max_size=24, kernel=None):
+    """(x, w, b, dy, padding): batch 1-3, channels 1-8, sizes 1-max_size, kernels 1-5 (kh, kw apart; or
+    ``kernel``), every padding mode, both dtypes; sizes never below the kernel under 'valid'-like padding."""
     dtype = draw(float_dtypes)
     n, c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 8)), draw(st.integers(1, 8))
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    kh, kw = kernel or (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
     padding = draw(st.sampled_from(PADDINGS))
     h = draw(st.integers(max(1, kh - total_padding(padding, kh)), max_size))
     w = draw(st.integers(max(1, kw - total_padding(padding, kw)), max_size))
@@ -119,9 +119,13 @@ def test_conv2d_matches_torch(case):
     )
 
 
+# Every method but "winograd", which takes 3x3 kernels only (its own tests follow these).
+ANY_KERNEL_METHODS = tuple(m for m in METHODS if m != "winograd")
+
+
 # The textbook form stays callable by name, beside the fast ones: every method, forward and backward, is torch's.
 @settings(deadline=None)
-@given(conv_cases(max_size=12), st.sampled_from(METHODS + ("auto",)))
+@given(conv_cases(max_size=12), st.sampled_from(ANY_KERNEL_METHODS + ("auto",)))
 def test_every_method_of_conv2d_matches_torch(case, method):
     x, w, b, dy, padding = case
     assert_matches_torch(
@@ -135,7 +139,7 @@ def test_every_method_of_conv2d_matches_torch(case, method):
 
 
 @settings(deadline=None)
-@given(conv_cases(grid=True, max_size=12), st.sampled_from(METHODS + ("auto",)))
+@given(conv_cases(grid=True, max_size=12), st.sampled_from(ANY_KERNEL_METHODS + ("auto",)))
 def test_every_method_of_conv2d_relu_matches_torch(case, method):
     x, w, b, dy, padding = case
     assert_matches_torch(
@@ -146,6 +150,82 @@ def test_every_method_of_conv2d_relu_matches_torch(case, method):
         dout=dy,
         names=["dx", "dw", "db"],
     )
+
+
+# Winograd F(2x2, 3x3), forward and backward (dx through the same method, taken from the cache), at the
+# per-dtype tolerances of every other method: its float32 rounding stays in their class (4-5e-7 of max|y| on
+# 64-128 channels). Odd, even and size-1 outputs, every padding.
+@settings(deadline=None)
+@given(conv_cases(max_size=13, kernel=(3, 3)))
+def test_winograd_conv2d_matches_torch(case):
+    x, w, b, dy, padding = case
+    assert_matches_torch(
+        ours_conv2d(padding, "winograd"),
+        lambda x, w, b: torch_conv2d(x, w, b, padding),
+        [x, w, b],
+        wrt=[0, 1, 2],
+        dout=dy,
+        names=["dx", "dw", "db"],
+    )
+
+
+@settings(deadline=None)
+@given(conv_cases(grid=True, max_size=13, kernel=(3, 3)))
+def test_winograd_conv2d_relu_matches_torch(case):
+    x, w, b, dy, padding = case
+    assert_matches_torch(
+        ours_conv2d_relu(padding, "winograd"),
+        lambda x, w, b: torch_conv2d_relu(x, w, b, padding),
+        [x, w, b],
+        wrt=[0, 1, 2],
+        dout=dy,
+        names=["dx", "dw", "db"],
+    )
+
+
+def winograd_tile(d, g):
+    """One 2x2 output block from one 4x4 input tile ``d`` and one 3x3 filter ``g``, as the paper writes it:
+    A^T [(G g G^T) * (B^T d B)] A."""
+    bt, gm, at = conv.WINOGRAD_BT, conv.WINOGRAD_G, conv.WINOGRAD_AT
+    return at @ ((gm @ g @ gm.T) * (bt @ d @ bt.T)) @ at.T
+
+
+def test_winograd_matrices_give_the_correlation_of_a_tile(rng):
+    d, g = rng.normal(size=(4, 4)), rng.normal(size=(3, 3))
+    direct = np.array([[np.sum(d[r : r + 3, s : s + 3] * g) for s in range(2)] for r in range(2)])
+    np.testing.assert_allclose(winograd_tile(d, g), direct, rtol=1e-12, atol=1e-12)
+    # and the sliced transforms of correlate_winograd are these matrices, tile by tile (one channel, 4 tiles)
+    x, w = rng.normal(size=(1, 1, 6, 6)), rng.normal(size=(1, 1, 3, 3))
+    ours = correlate(x, w, method="winograd")[0, 0]
+    for t in range(2):
+        for u in range(2):
+            block = winograd_tile(x[0, 0, 2 * t : 2 * t + 4, 2 * u : 2 * u + 4], w[0, 0])
+            np.testing.assert_allclose(ours[2 * t : 2 * t + 2, 2 * u : 2 * u + 2], block, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("size", [(3, 3), (4, 7), (9, 6)])
+def test_winograd_pads_as_it_splits_the_input_like_a_padded_copy(padding, size, rng):
+    # The padding is written into winograd's parity planes, not copied first; 3 and 4 make the backward's dx
+    # padding negative (a crop). Odd and even sizes, forward and backward, against the plain definition.
+    x, w = rng.normal(size=(2, 3, *size)), rng.normal(size=(4, 3, 3, 3))
+    y, cache = conv2d(x, w, None, padding, method="winograd")
+    y_plain, cache_plain = conv2d(x, w, None, padding, method="windows")
+    assert_close(y, y_plain)
+    dy = rng.normal(size=y.shape)
+    for ours, plain in zip(conv2d_backward(dy, cache), conv2d_backward(dy, cache_plain)):
+        assert_close(ours, plain, kind="grad")
+
+
+def test_winograd_needs_a_3x3_kernel(rng):
+    x, w = rng.normal(size=(1, 2, 6, 6)), rng.normal(size=(2, 2, 3, 2))
+    with pytest.raises(ValueError, match="method 'winograd' needs a 3x3 kernel, got 3x2"):
+        conv2d(x, w, None, "same", method="winograd")
+    with pytest.raises(ValueError, match="method 'winograd' needs a 3x3 kernel, got 3x2"):
+        correlate(x, w, method="winograd")
+    _, cache = conv2d(x, w, None, "same")
+    with pytest.raises(ValueError, match="method 'winograd' needs a 3x3 kernel, got 3x2"):
+        conv2d_backward(np.zeros((1, 2, 6, 6)), cache, method="winograd")
 
 
 def test_a_backward_method_overrides_the_forwards(rng):
@@ -197,11 +277,11 @@ def test_relu_gradient_is_zero_at_the_kink():
 
 
 @st.composite
-def correlation_cases(draw):
-    """(x, w, b, dy) for the valid correlation core: x already padded, sizes 1-24, kernels 1-5."""
+def correlation_cases(draw, kernel=None):
+    """(x, w, b, dy) for the valid correlation core: x already padded, sizes 1-24, kernels 1-5 (or ``kernel``)."""
     dtype = draw(float_dtypes)
     n, c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 8)), draw(st.integers(1, 8))
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    kh, kw = kernel or (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
     h, w = draw(st.integers(kh, 24)), draw(st.integers(kw, 24))
     x = draw(seeded_arrays((n, c_in, h, w), dtype))
     weight = draw(seeded_arrays((c_out, c_in, kh, kw), dtype, bound=1.0))
@@ -219,14 +299,24 @@ def torch_weight_gradient(x, w, dy):
 
 # small_chunks shrinks the row chunks to one row, so chunk boundaries (and the last, shortened chunk of the
 # flat methods) are crossed even at these sizes.
+# "winograd" (3x3 kernels only) on its own 3x3 cases, beside every other method on any kernel.
 @settings(deadline=None)
-@given(correlation_cases(), st.sampled_from(METHODS), st.booleans(), st.booleans(), st.booleans())
-def test_every_correlation_method_matches_torch_and_the_plain_definition(case, method, bias, relu, small_chunks):
-    x, w, b, _ = case
+@given(
+    st.one_of(
+        st.tuples(correlation_cases(), st.sampled_from(ANY_KERNEL_METHODS)),
+        st.tuples(correlation_cases(kernel=(3, 3)), st.just("winograd")),
+    ),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_every_correlation_method_matches_torch_and_the_plain_definition(case_and_method, bias, relu, small_chunks):
+    (x, w, b, _), method = case_and_method
     b = b if bias else None
     with pytest.MonkeyPatch.context() as mp:
         if small_chunks:
             mp.setattr(conv, "CHUNK_BYTES", 1)
+            mp.setattr(conv, "WINOGRAD_MIN_TILES", 1)
         y = correlate(x, w, b, relu=relu, method=method)
     assert y.dtype == x.dtype
     expected = F.conv2d(*(None if a is None else torch.from_numpy(a) for a in (x, w, b)))
@@ -254,6 +344,14 @@ def test_choose_method_follows_its_measured_rule():
     assert conv.choose_method(64, 64 * 66) == conv.choose_method(128, 32 * 34, 128) == "im2col"  # small images
     assert conv.choose_method(64, 64 * 66, 1) == conv.choose_method(64, 64 * 66, 32) == "shifted"  # few outputs
     assert conv.choose_method(256, 16 * 18) == "shifted"
+    # Winograd: 3x3 kernels, 64 input channels or more, 32 outputs or more, one BLAS thread
+    one = dict(kernel=(3, 3), blas_threads=1)
+    assert conv.choose_method(64, 64 * 66, 64, **one) == conv.choose_method(256, 10**6, **one) == "winograd"
+    assert conv.choose_method(128, 32 * 34, 32, **one) == conv.choose_method(1024, 30 * 32, **one) == "winograd"
+    assert conv.choose_method(32, 64 * 66, 64, **one) == "im2col"  # too few input channels
+    assert conv.choose_method(64, 64 * 66, 1, **one) == conv.choose_method(64, 64 * 66, 16, **one) == "shifted"
+    assert conv.choose_method(64, 64 * 66, 64, kernel=(3, 3), blas_threads=2) == "im2col"  # two threads: not it
+    assert conv.choose_method(64, 64 * 66, 64, kernel=(5, 5), blas_threads=1) == "im2col"
 
 
 @pytest.mark.parametrize("c_in, c_out", [(1, 64), (48, 4), (48, 48)])
@@ -273,6 +371,30 @@ def test_auto_method_on_both_sides_of_the_rule_matches_torch(c_in, c_out, rng):
         dout=dy,
         names=["dx", "dw", "db"],
     )
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", 2])
+def test_auto_method_at_one_blas_thread_takes_winograd_and_matches_torch(padding, rng):
+    # On one thread "auto" takes winograd for 64 -> 64 channels, forward and the backward's dx, both dtypes; the
+    # row chunks are cut small so that several are crossed.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    for dtype in (np.float32, np.float64):
+        x = rng.uniform(-1, 1, size=(2, 64, 11, 8)).astype(dtype)
+        w = rng.uniform(-0.05, 0.05, size=(64, 64, 3, 3)).astype(dtype)
+        b = rng.uniform(-1, 1, size=64).astype(dtype)
+        dy = rng.uniform(-1, 1, size=conv._output_shape(x, w, conv._padding(padding, 3, 3))).astype(dtype)
+        with threadpoolctl.threadpool_limits(1), pytest.MonkeyPatch.context() as mp:
+            assert conv.choose_method(64, 9 * 8, 64, (3, 3)) == "winograd"
+            mp.setattr(conv, "CHUNK_BYTES", 1)
+            mp.setattr(conv, "WINOGRAD_MIN_TILES", 1)
+            assert_matches_torch(
+                ours_conv2d_relu(padding),
+                lambda x, w, b: torch_conv2d_relu(x, w, b, padding),
+                [x, w, b],
+                wrt=[0, 1, 2],
+                dout=dy,
+                names=["dx", "dw", "db"],
+            )
 
 
 def test_hand_worked_example():
@@ -403,7 +525,8 @@ def test_bad_relu_input_raises():
 
 
 def test_unknown_method_raises():
-    with pytest.raises(ValueError, match=r"method must be one of \('windows', 'im2col', 'shifted'\) or 'auto'"):
+    methods = r"\('windows', 'im2col', 'shifted', 'winograd'\)"
+    with pytest.raises(ValueError, match=rf"method must be one of {methods} or 'auto'"):
         correlate(X, W, method="fft")
     with pytest.raises(ValueError, match="method must be 'windows', 'shifted' or 'auto', got 'im2col'"):
         correlate_weight_gradient(X, np.zeros((1, 2, 3, 3)), method="im2col")

@@ -35,19 +35,26 @@ clear form runs beside the fast ones:
   position, shared by the C_out outputs of that position.
 - "shifted" makes one (C_out, C_in) @ (C_in, L) matmul per tap on the views themselves and adds them up: no
   copy of the input, but kh * kw passes over the output, and each matmul's inner dimension is only C_in.
+- "winograd", for 3x3 kernels only (``correlate_winograd``, after the other methods), is Winograd's minimal
+  filtering F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 block of outputs from a 4x4 tile of the input through
+  fixed add/subtract transforms and 16 (C_out, C_in) @ (C_in, tiles) matmuls, 4 multiplications per output and
+  channel pair instead of 9.
 
-``choose_method`` picks per shape (the rule and the measurements behind it are in its docstring): im2col below
-32 input channels, and up to 128 on the small images of a training batch (at most 128x128) unless the outputs
-are at most half the inputs; shifted otherwise. Rows are processed in chunks of a few MiB so the copies and
-partial sums stay in cache. The dx of the backward is the same correlation, so it takes the same route; dw
+``choose_method`` picks per shape (the rule and the measurements behind it are in its docstring): winograd for
+3x3 kernels from 64 input channels and 32 output channels on, when NumPy's BLAS runs one thread; else im2col
+below 32 input channels, and up to 128 on the small images of a training batch (at most 128x128) unless the
+outputs are at most half the inputs; shifted otherwise. Rows are processed in chunks of a few MiB so the copies
+and partial sums stay in cache. The dx of the backward is the same correlation, so it takes the same route; dw
 takes one matmul per tap with the long (positions) axis as the inner dimension, on a channels-last copy of the
 input (OpenBLAS runs these products up to 1.9x faster with a row-major (L, C_in) operand than a transposed one).
 
-What a matmul can reach bounds all of this: on the benchmark machine OpenBLAS runs these products at 58-89
-GFLOP/s on one thread (float32; (64, 576) @ (576, L) at 65-74), while torch's oneDNN runs a whole N = 16,
-64 -> 64 channel 3x3 convolution at 64x64 at about 100 GFLOP/s. The NumPy convolution's remaining distance to
-torch on the N = 16 training batches, 1.3-1.45x for the forward and dx and 1.1x for dw, is mostly that
-difference (``benchmarks/README.md``, "NumPy engine").
+What a matmul can reach bounds the direct methods: on the benchmark machine OpenBLAS runs these products at
+58-89 GFLOP/s on one thread (float32; (64, 576) @ (576, L) at 65-74), while torch's oneDNN runs a whole N = 16,
+64 -> 64 channel 3x3 convolution at 64x64 at about 100 GFLOP/s, so im2col stays 1.3-1.45x behind torch there
+for the forward and dx. Winograd's 2.25x fewer multiplications get past that bound: 0.88-1.17x torch's time
+for the forward and 0.94-1.16x for dx on the N = 16 batches (one thread, five runs on the shared machine); dw,
+a correlation with dy's large kernel, keeps its one direct method at 1.08-1.20x (``benchmarks/README.md``,
+"NumPy engine").
 
 By the policy of ``reference/_checks.py``: non-finite weights or biases raise ValueError (one turns a whole output
 channel into NaN); NaN or infinity in ``x`` or ``dy`` is not rejected: as in any sum, it only reaches the outputs
@@ -61,7 +68,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_same_dtype, is_int
 
-METHODS = ("windows", "im2col", "shifted")
+METHODS = ("windows", "im2col", "shifted", "winograd")
 
 
 # The textbook forms first: every other method is tested against these two.
@@ -146,9 +153,12 @@ def _output_shape(x: np.ndarray, w: np.ndarray, pads: tuple[int, int, int, int])
     return x.shape[0], w.shape[0], x.shape[2] + top + bottom - kh + 1, x.shape[3] + left + right - kw + 1
 
 
-def choose_method(c_in: int, positions: int | None = None, c_out: int | None = None) -> str:
-    """The faster of "im2col" and "shifted" for a correlation over ``c_in`` input channels, ``positions`` output
-    positions per image (H_out * W; None: a large image) and ``c_out`` output channels (None: as many as in).
+def choose_method(
+    c_in: int, positions: int | None = None, c_out: int | None = None, kernel=None, blas_threads: int | None = None
+) -> str:
+    """The fastest method for a correlation over ``c_in`` input channels, ``positions`` output positions per image
+    (H_out * W; None: a large image), ``c_out`` output channels (None: as many as in), a ``kernel`` (kh, kw)
+    (None: not known, so not "winograd") and NumPy's BLAS on ``blas_threads`` threads (None: as it runs now).
 
     "shifted" runs kh * kw matmuls with an inner dimension of C_in and adds each into the partial sums;
     "im2col" copies C_in * kh * kw values per output position for one matmul with an inner dimension of
@@ -163,13 +173,61 @@ def choose_method(c_in: int, positions: int | None = None, c_out: int | None = N
       (N = 4, 32 -> 64 channels at 32x32: 2.1 ms against 3.7), level or 6-7% behind where the channels halve,
       and 3x behind at 64 -> 1 (the dx of the first layer), where one output shares the whole copy;
     - from 256 channels shifted is ahead on every size (5-8% at 256 and 512 channels, one thread).
+
+    "winograd" (3x3 kernels only) does 4 multiplications per output and channel pair where the others do 9, at
+    the cost of its transforms, which grow with C_in + C_out while the matmuls grow with C_in * C_out. Against
+    the pick of the rules above (one BLAS thread, thread CPU time, median of 7 alternated pairs; 2026-12-01):
+
+    - from 64 input channels and 32 output channels on it takes 0.61-0.94 of the time on 19 of the 21 shapes
+      measured: N = 16, 64 -> 64 at 64x64 50 ms against im2col's 63, N = 16, 128 -> 128 at 32x32 46 against 64,
+      the default U-Net's 64- and 128-channel layers at 16x16 to 64x64 0.82-0.94, the paper-sized level's at
+      64x64 and 128x128 0.72-0.87, 256 -> 256 at 64x64 and 136x136 0.66 and 0.71, 512 -> 512 at 32x32 0.61,
+      1024 -> 1024 at 30x30 0.71, 64 -> 64 at 390x390 0.89; level (1.00) at N = 4, 256 -> 256 at 8x8. The one
+      loss: a single 16x16 image at 64 -> 64 channels, 1.49x (0.47 ms against 0.32: too few tiles to pay for
+      the per-call overhead);
+    - with fewer channels the transforms dominate: 0.77-1.27 at C_in = 32 (1.06-1.27 on 3 of its 5 shapes),
+      1.22-1.25 at 16 (2.4 at 16 -> 1), 1.4-1.7 at 8, 10-12x at C_in = 1, 4.6-5.3x at 64 -> 1 (the dx of the
+      first layer) and 1.01 at 64 -> 16;
+    - on two BLAS threads it was slower on 4 of 6 of those shapes (1.24-1.46x; N = 16, 64 -> 64: 1.38-1.42x):
+      its 16 small matmuls per chunk each wake and join BLAS's threads, and its transforms run on one. So
+      "auto" takes it only when NumPy's BLAS runs one thread (``blas_threads``, read through threadpoolctl where
+      it is installed: ``OPENBLAS_NUM_THREADS=1`` or ``threadpool_limits(1)``).
     """
+    if blas_threads is None:
+        blas_threads = _blas_threads()
+    if (
+        kernel is not None
+        and tuple(kernel) == (3, 3)
+        and blas_threads == 1
+        and c_in >= 64
+        and (c_out is None or c_out >= 32)
+    ):
+        return "winograd"
     if c_in < 32:
         return "im2col"
     few_outputs = c_out is not None and 2 * c_out <= c_in
     if c_in < 256 and positions is not None and positions <= 128 * 130 and not few_outputs:
         return "im2col"
     return "shifted"
+
+
+_BLAS_CONTROLLER = []  # threadpoolctl's handles on NumPy's BLAS, looked up once (a few ms); empty without it
+
+
+def _blas_threads() -> int | None:
+    """Threads NumPy's BLAS runs on now (the most of any BLAS library loaded), read through threadpoolctl (about
+    1 us); None where threadpoolctl is not installed."""
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS_CONTROLLER.append(None)
+        else:
+            _BLAS_CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
+    controller = _BLAS_CONTROLLER[0]
+    if controller is None or not controller.lib_controllers:
+        return None
+    return max(lib.num_threads for lib in controller.lib_controllers)
 
 
 def _row_chunks(h_out: int, w_in: int, w_out: int, rows: int):
@@ -188,11 +246,15 @@ def _chunk_rows(row_bytes: int, h_out: int) -> int:
     return max(1, min(h_out, CHUNK_BYTES // max(row_bytes, 1)))
 
 
-def _check_method(method: str, c_in: int, positions: int | None = None, c_out: int | None = None) -> str:
+def _check_method(method: str, c_in: int, positions: int | None = None, c_out: int | None = None, kernel=None) -> str:
+    """``method``, or ``choose_method``'s pick for "auto"; ValueError for an unknown name, or for "winograd" with a
+    ``kernel`` (kh, kw) other than 3x3."""
     if method == "auto":
-        return choose_method(c_in, positions, c_out)
+        return choose_method(c_in, positions, c_out, kernel)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS} or 'auto', got {method!r}")
+    if method == "winograd" and kernel is not None and tuple(kernel) != (3, 3):
+        raise ValueError(f"method 'winograd' needs a 3x3 kernel, got {kernel[0]}x{kernel[1]}")
     return method
 
 
@@ -211,13 +273,16 @@ def correlate(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu
     (N, C_out, H - kh + 1, W - kw + 1), ``y[n, o, h, v] = sum_{c, i, j} w[o, c, i, j] * x[n, c, h + i, v + j]``,
     plus ``b[o]`` if given, through max(., 0) if ``relu``.
 
-    No padding and no checks (conv2d does those). ``method`` is one of ``METHODS`` or "auto"
-    (``choose_method``). Computed in the inputs' dtype. The fast methods add the bias and apply the ReLU to
-    each chunk of rows while it is in cache: the U-Net's first layer (one input channel, 64 output channels)
-    spends more time writing its 83 MB output than multiplying, and two more passes over it would cost 40%.
+    No padding and no checks (conv2d does those). ``method`` is one of ``METHODS`` ("winograd" for 3x3 kernels
+    only: ``correlate_winograd``) or "auto" (``choose_method``). Computed in the inputs' dtype. The fast methods
+    add the bias and apply the ReLU to each chunk of rows while it is in cache: the U-Net's first layer (one
+    input channel, 64 output channels) spends more time writing its 83 MB output than multiplying, and two more
+    passes over it would cost 40%.
     """
     c_out, c_in, kh, kw = w.shape
-    method = _check_method(method, c_in, (x.shape[2] - kh + 1) * x.shape[3], c_out)
+    method = _check_method(method, c_in, (x.shape[2] - kh + 1) * x.shape[3], c_out, (kh, kw))
+    if method == "winograd":
+        return correlate_winograd(x, w, b, relu=relu)
     if method == "windows":
         y = correlate_windows(x, w)
         _add_bias_relu(y.reshape(*y.shape[:2], -1), b, relu)
@@ -299,6 +364,190 @@ def correlate_weight_gradient(x: np.ndarray, dy: np.ndarray, *, method: str = "a
     return dw_taps.reshape(kh, kw, c_out, c_in).transpose(2, 3, 0, 1).copy()
 
 
+
+# %% Winograd F(2x2, 3x3): fewer multiplications for the 3x3 kernel
+#
+# Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016 (after Winograd 1980). In one
+# dimension, two outputs of a 3-tap correlation, y0 = d0 g0 + d1 g1 + d2 g2 and y1 = d1 g0 + d2 g1 + d3 g2, take
+# 6 multiplications as written, but 4 as
+#
+#     m0 = (d0 - d2) g0,   m1 = (d1 + d2) (g0 + g1 + g2) / 2,   m2 = (d2 - d1) (g0 - g1 + g2) / 2,   m3 = (d1 - d3) g2
+#     y0 = m0 + m1 + m2,   y1 = m1 - m2 - m3
+#
+# that is y = A^T [(G g) * (B^T d)] with
+#
+#           [1  0 -1  0]          [ 1    0    0 ]
+#     B^T = [0  1  1  0]      G = [1/2  1/2  1/2]      A^T = [1  1  1  0]
+#           [0 -1  1  0]          [1/2 -1/2  1/2]            [0  1 -1 -1]
+#           [0  1  0 -1]          [ 0    0    1 ]
+#
+# Nested in both axes, a 2x2 block of outputs comes from a 4x4 tile d of the input (tiles overlap by 2, stride 2):
+#
+#     Y = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise, over the 4x4 "Winograd positions" (a, b))
+#
+# With channels, the elementwise product becomes a sum over c at each of the 16 positions: 16 matmuls
+# U[ab] (C_out, C_in) @ V[ab] (C_in, tiles), where U = G g G^T is the filter transform (done once per call) and
+# V = B^T d B the input transform of every tile. That is 16 multiply-adds per C_in x C_out pair per 2x2 outputs,
+# 4 per output against the 9 of the definition: 2.25x fewer flops in the matmuls, paid for by the transforms
+# (adds and subtracts only, a few passes over arrays about 4x the input and 4x the output) -- a trade that pays
+# where the matmuls dominate, i.e. with many channels.
+#
+# Float32 error: each transformed input sums 4 inputs and each output 9 products' sums, all with coefficients
+# +-1 (G's halves are exact), so the rounding grows by a small constant factor only. Against torch on the N = 16
+# training batches (He-normal weights, 64 and 128 channels; torch's own rounding included), max |error| /
+# max |y| was 4.4-5.0e-7 for the forward and dx, im2col's 5.8-6.6e-7; in float64 0.7-3.1e-15, im2col's
+# 1.1-3.0e-15. The tests hold it to the tolerances of every other method. F(4x4, 3x3) (6x6 tiles, 4x fewer
+# multiplications) has transform entries up to 8 and rounds correspondingly worse in float32; F(2x2, 3x3) met
+# the goal, so it was not built.
+#
+# Layout: as in the flat methods above, a tap is a shift. The input is split by row and column parity into four
+# (C_in, tile rows + 1, tile columns + 1) planes, each flattened; then tile (t, u)'s entry d[i][j] is plane
+# (i % 2, j % 2) at flat index q + (i // 2) * (tile columns + 1) + j // 2, q = t * (tile columns + 1) + u: every
+# term of the transforms is a contiguous slice, and one wrapped tile column per row is computed and dropped.
+WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+WINOGRAD_MIN_TILES = 256
+
+
+def winograd_filter(w: np.ndarray) -> np.ndarray:
+    """The filter transform U = G g G^T of every (output, input) channel pair: ``w`` (C_out, C_in, 3, 3) ->
+    (16, C_out, C_in) in w's dtype, row a * 4 + b the Winograd position (a, b).
+
+    G's rows written out, first over the kernel's rows i, then over its columns j, on whole (C_out, C_in) planes
+    (an ``einsum("ai,ocij,bj->aboc", G, w, G)`` gives the same and took 2.8 ms at 128 -> 128 channels, this 0.15).
+    """
+    g = np.ascontiguousarray(w.transpose(2, 3, 0, 1))  # (3, 3, C_out, C_in): g[i, j] one plane
+    gi = np.empty((4, 3, *w.shape[:2]), dtype=w.dtype)  # G g: [a, j]
+    gi[0], gi[3] = g[0], g[2]
+    np.add(g[0], g[2], out=gi[1])
+    np.subtract(gi[1], g[1], out=gi[2])
+    gi[1] += g[1]
+    gi[1:3] *= 0.5  # 1/2 is exact in both dtypes
+    u = np.empty((4, 4, *w.shape[:2]), dtype=w.dtype)  # G g G^T: [a, b]
+    u[:, 0], u[:, 3] = gi[:, 0], gi[:, 2]
+    np.add(gi[:, 0], gi[:, 2], out=u[:, 1])
+    np.subtract(u[:, 1], gi[:, 1], out=u[:, 2])
+    u[:, 1] += gi[:, 1]
+    u[:, 1:3] *= 0.5
+    return u.reshape(16, *w.shape[:2])
+
+
+def correlate_winograd(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu: bool = False, pads=(0, 0, 0, 0)
+):
+    """``correlate`` for a 3x3 kernel by Winograd F(2x2, 3x3) (see the notes above), of ``x`` (N, C_in, H, W)
+    zero-padded by ``pads`` (top, bottom, left, right; a negative amount crops): ``w`` (C_out, C_in, 3, 3) ->
+    (N, C_out, H + top + bottom - 2, W + left + right - 2), plus ``b``, through max(., 0) if ``relu``.
+
+    The padding costs no extra pass: it is the zeros around the input in its four parity planes. Odd output
+    sizes are computed up to the next even size (one more zero row or column) and cropped. Per image: split the
+    input into its parity planes (four strided copies), then per chunk of tile rows the input transform B^T d B
+    (4 + 4 slice expressions over all channels), the 16 matmuls, the output transform A^T m A (4 + 4), whose last
+    step writes the 2x2 blocks straight into the output.
+    """
+    if min(pads) < 0:
+        x, pads = _pad(x, *pads), (0, 0, 0, 0)
+    top, bottom, left, right = pads
+    n, c_in, h, wd = x.shape
+    c_out = w.shape[0]
+    h_out, w_out = h + top + bottom - 2, wd + left + right - 2
+    th, tw = (h_out + 1) // 2, (w_out + 1) // 2  # tile rows and columns
+    w1 = tw + 1  # a plane's row: tw tiles and the one wrapped column
+    u = winograd_filter(w)  # (16, C_out, C_in)
+    # Tile rows per chunk: about CHUNK_BYTES of transforms and products, but at least WINOGRAD_MIN_TILES tiles, so
+    # that the matmuls stay long enough for BLAS when the channels are many. Where that is more than an image
+    # (small images), a chunk is a group of whole images, their planes one after the other, each with one more
+    # tile row: the row that straddles into the next image, computed and dropped like the wrapped column.
+    rows = max(_chunk_rows((24 * c_in + 25 * c_out) * w1 * x.itemsize, th), min(th + 1, -(-WINOGRAD_MIN_TILES // w1)))
+    group = max(1, min(n, rows // (th + 1)))  # images per chunk
+    if group > 1:
+        rows, row_chunks = th + 1, [(0, th)]
+    else:
+        rows = min(rows, th)
+        rows = -(-th // -(-th // rows))  # as many chunks, of equal size: 8 + 8 + 8 + 8 rows, not 10 + 10 + 10 + 2
+        row_chunks = [(t0, min(th, t0 + rows)) for t0 in range(0, th, rows)]
+    cols = group * rows * w1
+    plane = (th + 1) * w1  # one image's plane, flattened
+    planes = np.zeros((2, 2, c_in, group * plane + w1 + 1), dtype=x.dtype)  # [row parity, column parity]; spare zeros
+    planes_2d = planes[..., : group * plane].reshape(2, 2, c_in, group, th + 1, w1)
+    r = np.empty((4, 2, c_in, cols + 1), dtype=x.dtype)  # B^T d: [row a of B^T, column parity]
+    v = np.empty((4, 4, c_in, cols), dtype=x.dtype)  # B^T d B at the 16 positions
+    m = np.empty((4, 4, c_out, cols), dtype=x.dtype)  # U * V summed over channels: the 16 matmuls
+    s = np.empty((2, 4, c_out, cols), dtype=x.dtype)  # A^T m
+    tmp = np.empty((c_out, cols), dtype=x.dtype)
+
+    y = np.empty((n, c_out, 2 * th, 2 * tw), dtype=x.dtype)
+    # Padded row top + r of x is row (top + r) // 2 of the planes of parity (top + r) % 2; so for each parity p,
+    # x's rows r0, r0 + 2, ... (r0 = (p - top) % 2) go to the plane rows from (top + r0) // 2 on; columns alike.
+    # Everything else in the planes stays zero: the padding.
+    blocks = []
+    for p in range(2):
+        r0 = (p - top) % 2
+        for q in range(2):
+            c0 = (q - left) % 2
+            rows_to, cols_to = slice((top + r0) // 2, None), slice((left + c0) // 2, None)
+            nr, nc = len(range(r0, h, 2)), len(range(c0, wd, 2))
+            target = planes_2d[p, q, :, :, rows_to, cols_to][:, :, :nr, :nc]  # (C_in, group, nr, nc)
+            blocks.append((target, r0, c0))
+    for g0 in range(0, n, group):
+        g1 = min(n, g0 + group)
+        for target, r0, c0 in blocks:  # four copies with one strided side each: faster than one 5-d transpose
+            np.copyto(target[:, : g1 - g0], x[g0:g1, :, r0::2, c0::2].transpose(1, 0, 2, 3))
+        # [o, g, t, a, u, b] = y[g0 + g, o, 2t + a, 2u + b]
+        y_blocks = y[g0:g1].reshape(g1 - g0, c_out, th, 2, tw, 2).transpose(1, 0, 2, 3, 4, 5)
+        for t0, t1 in row_chunks:
+            nt = t1 - t0 if group == 1 else th + 1  # tile rows per image in this chunk, the dropped one included
+            k, q0 = (g1 - g0) * nt * w1, t0 * w1
+            # B^T d over the tile's 4 rows: rows 0, 1 are planes (0, .), (1, .) at q; rows 2, 3 the same a row on.
+            d0, d1 = planes[0, :, :, q0 : q0 + k + 1], planes[1, :, :, q0 : q0 + k + 1]
+            d2, d3 = planes[0, :, :, q0 + w1 : q0 + w1 + k + 1], planes[1, :, :, q0 + w1 : q0 + w1 + k + 1]
+            np.subtract(d0, d2, out=r[0, ..., : k + 1])
+            np.add(d1, d2, out=r[1, ..., : k + 1])
+            np.subtract(d2, d1, out=r[2, ..., : k + 1])
+            np.subtract(d1, d3, out=r[3, ..., : k + 1])
+            # (B^T d) B over the 4 columns: columns 0, 1 are parities 0, 1 at q, columns 2, 3 the same one on.
+            e0, e1, e2, e3 = r[:, 0, :, :k], r[:, 1, :, :k], r[:, 0, :, 1 : k + 1], r[:, 1, :, 1 : k + 1]
+            np.subtract(e0, e2, out=v[:, 0, :, :k])
+            np.add(e1, e2, out=v[:, 1, :, :k])
+            np.subtract(e2, e1, out=v[:, 2, :, :k])
+            np.subtract(e1, e3, out=v[:, 3, :, :k])
+            np.matmul(u, v.reshape(16, c_in, cols)[:, :, :k], out=m.reshape(16, c_out, cols)[:, :, :k])
+            # A^T m over the rows of the 4x4 positions, then (A^T m) A over the columns into the 2x2 blocks.
+            mk, sk, tk = m[..., :k], s[..., :k], tmp[:, :k]
+            if b is not None:  # A^T's column 1 is all ones: b added at position (1, 1) reaches all 4 outputs
+                mk[1, 1] += b[:, None]
+            np.add(mk[0], mk[1], out=sk[0])
+            sk[0] += mk[2]
+            np.subtract(mk[1], mk[2], out=sk[1])
+            sk[1] -= mk[3]
+
+            def kept(a):  # (C_out, k) -> (C_out, images, t1 - t0, tw): without the dropped row and column
+                return a.reshape(c_out, g1 - g0, nt, w1)[:, :, : t1 - t0, :tw]
+
+            for a in range(2):
+                out = y_blocks[:, :, t0:t1, a]  # (C_out, images, t1 - t0, tw, 2)
+                np.add(sk[a, 0], sk[a, 1], out=tk)
+                np.add(kept(tk), kept(sk[a, 2]), out=out[..., 0])
+                np.subtract(sk[a, 1], sk[a, 2], out=tk)
+                np.subtract(kept(tk), kept(sk[a, 3]), out=out[..., 1])
+            _add_bias_relu(y[g0:g1, :, 2 * t0 : 2 * t1].reshape((g1 - g0) * c_out, -1), None, relu)
+    if (2 * th, 2 * tw) != (h_out, w_out):
+        y = np.ascontiguousarray(y[:, :, :h_out, :w_out])
+    return y
+
+
+def _correlate_padded(x, w, b, pads, *, relu: bool, method: str) -> np.ndarray:
+    """``correlate`` of ``x`` zero-padded by ``pads``: winograd pads as it splits the input, the others take a
+    padded copy."""
+    c_out, c_in, kh, kw = w.shape
+    positions = (x.shape[2] + pads[0] + pads[1] - kh + 1) * (x.shape[3] + pads[2] + pads[3])
+    method = _check_method(method, c_in, positions, c_out, (kh, kw))
+    if method == "winograd":
+        return correlate_winograd(x, w, b, relu=relu, pads=pads)
+    return correlate(_pad(x, *pads), w, b, relu=relu, method=method)
+
+
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid", *, method: str = "auto"):
     """Convolution (cross-correlation) of ``x`` (N, C_in, H, W) with ``w`` (C_out, C_in, kh, kw), plus ``b`` (C_out,).
 
@@ -310,8 +559,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="v
     the method).
     """
     pads = _check_conv(x, w, b, padding)
-    _check_method(method, x.shape[1])
-    y = correlate(_pad(x, *pads), w, b, method=method)
+    _check_method(method, x.shape[1], kernel=w.shape[2:])
+    y = _correlate_padded(x, w, b, pads, relu=False, method=method)
     return y, {"layer": "conv2d", "x": x, "w": w, "pads": pads, "method": method}
 
 
@@ -331,7 +580,7 @@ def conv2d_backward(dy: np.ndarray, cache: dict, *, method: str | None = None):
 def _conv2d_backward(dy: np.ndarray, cache: dict, method: str | None):
     x, w, pads = cache["x"], cache["w"], cache["pads"]
     method = cache.get("method", "auto") if method is None else method
-    _check_method(method, w.shape[0])
+    _check_method(method, w.shape[0], kernel=w.shape[2:])
     check_float_array(dy, "dy", ndim=4, layout="(N, C_out, H_out, W_out)")
     expected = _output_shape(x, w, pads)
     if dy.shape != expected:
@@ -340,8 +589,8 @@ def _conv2d_backward(dy: np.ndarray, cache: dict, method: str | None):
     top, bottom, left, right = pads
     kh, kw = w.shape[2:]
     w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C_in, C_out, kh, kw)
-    dy_padded = _pad(dy, kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
-    dx = correlate(dy_padded, w_flipped, method=method)
+    dx = _correlate_padded(dy, w_flipped, None, (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right),
+                           relu=False, method=method)
     dw = correlate_weight_gradient(_pad(x, *pads), dy, method="windows" if method == "windows" else "auto")
     db = dy.sum(axis=(0, 2, 3))
     return dx, dw, db
@@ -385,8 +634,8 @@ def conv2d_relu(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, paddi
     2015, Fig. 1). Shapes, dtypes and ``method`` as in ``conv2d``; the ReLU is applied as the convolution's rows
     are produced (see ``correlate``). Returns ``(y, cache)``, the cache for ``conv2d_relu_backward``."""
     pads = _check_conv(x, w, b, padding)
-    _check_method(method, x.shape[1])
-    y = correlate(_pad(x, *pads), w, b, relu=True, method=method)
+    _check_method(method, x.shape[1], kernel=w.shape[2:])
+    y = _correlate_padded(x, w, b, pads, relu=True, method=method)
     return y, {"layer": "conv2d_relu", "x": x, "w": w, "pads": pads, "method": method, "y": y}
 
 
