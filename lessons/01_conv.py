@@ -124,10 +124,10 @@ lesson.save(fig, "receptive_field")
 # ## The textbook loop beside the fast strategy
 #
 # The definition is four nested loops (filter, row, column, and the sum over the window). `conv.py` computes the
-# same sum three ways (`METHODS`): "windows" (every window as a strided view, summed by `einsum`), "im2col" (the
-# windows copied into one matrix, then one matrix product) and "shifted" (one matrix product per kernel tap on
-# shifted views of the flattened image, no copy); `conv2d_relu` picks by shape (`choose_method`): "winograd" (a
-# fourth method for 3x3 kernels, Winograd's F(2x2, 3x3): 4 multiplications per output and channel pair, not 9)
+# same sum four ways (`METHODS`): "windows" (every window as a strided view, summed by `einsum`), "im2col" (the
+# windows copied into one matrix, then one matrix product), "shifted" (one matrix product per kernel tap on
+# shifted views of the flattened image, no copy) and "winograd" (3x3 kernels only, Winograd's F(2x2, 3x3): 4
+# multiplications per output and channel pair, not 9); `conv2d_relu` picks by shape (`choose_method`): "winograd"
 # from 64 input channels and 32 outputs on when NumPy's BLAS runs one thread, else "im2col" below 32 input
 # channels and, up to 256 channels, on images of at most 128x128 unless the outputs are at most half the inputs,
 # "shifted" elsewhere; `method=` names one. All must give the loop's numbers, up to float rounding.

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from unet_from_scratch.reference.schedules import Plateau, learning_rate, one_cycle, step_decay, warmup_cosine
@@ -106,16 +106,18 @@ def test_bad_arguments_raise_one_line_value_errors(call, match):
     scores=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30),
     factor=st.floats(0.1, 0.9),
     patience=st.integers(0, 4),
+    lr=st.floats(1e-6, 1.0),
 )
-def test_plateau_is_torchs_reduce_on_plateau(scores, factor, patience):
+@example(scores=[0.0] * 10, factor=0.1, patience=0, lr=1.0)  # nine drops reach torch's eps: the tenth is skipped
+def test_plateau_is_torchs_reduce_on_plateau(scores, factor, patience, lr):
     parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    optimizer = torch.optim.SGD([parameter], lr=lr)
     reference = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=factor, patience=patience)
-    plateau = Plateau(factor, patience)
+    plateau = Plateau(factor, patience, peak=lr)
     for score in scores:
         optimizer.step()
         reference.step(score)
-        assert plateau.step(score) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12)
+        assert lr * plateau.step(score) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12)
 
 
 def test_plateau_state_round_trips():

@@ -97,15 +97,19 @@ def learning_rate(name: str, step: int, total: int, peak: float, warmup: int = 0
 class Plateau:
     """Multiply the rate by ``factor`` after more than ``patience`` epochs without a better score (higher is better).
 
-    ``step(score)`` once per epoch returns the current scale (1, factor, factor², ...). A score counts as better
-    when it exceeds the best so far by the relative threshold 1e-4, as in torch's ReduceLROnPlateau.
+    ``step(score)`` once per epoch returns the current scale (1, factor, factor², ...). As in torch's
+    ReduceLROnPlateau: a score counts as better when it exceeds the best so far by the relative threshold 1e-4, and a
+    drop that would lower the rate ``peak · scale`` by no more than ``eps`` (1e-8) is skipped, so a rate never sinks
+    far below eps. ``peak`` is the rate the scale multiplies (the trainer's peak learning rate).
     """
 
     threshold = 1e-4
+    eps = 1e-8
 
-    def __init__(self, factor: float = 0.5, patience: int = 3):
+    def __init__(self, factor: float = 0.5, patience: int = 3, peak: float = 1.0):
         self.factor = check_real(factor, "factor", above=0.0, below=1.0)
         self.patience = check_int(patience, "patience", 0)
+        self.peak = check_real(peak, "peak", above=0.0)
         self.best, self.bad_epochs, self.scale = -math.inf, 0, 1.0
 
     def step(self, score: float) -> float:
@@ -114,7 +118,8 @@ class Plateau:
         else:
             self.bad_epochs += 1
         if self.bad_epochs > self.patience:
-            self.scale *= self.factor
+            if self.peak * self.scale * (1 - self.factor) > self.eps:
+                self.scale *= self.factor
             self.bad_epochs = 0
         return self.scale
 

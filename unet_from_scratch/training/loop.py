@@ -358,6 +358,7 @@ class Trainer:
             if c.optimizer.lr == "auto":
                 self.peak_lr = suggestion
                 c.optimizer.lr = suggestion
+        self.plateau.peak = self.peak_lr  # the rate its scale multiplies (torch's eps rule), known from here on
         if self.world.is_main:
             (self.out / "config.toml").write_text(to_toml(c))
             if self.checkpoint is None:
