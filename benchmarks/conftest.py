@@ -8,6 +8,7 @@ path exercised without spending CI's time. Timings are only ever taken with benc
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 
 @pytest.fixture
@@ -25,3 +26,14 @@ def _seed_everything():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def same_threads_as_numpy():
+    """torch on as many threads as NumPy's BLAS (threadpoolctl's report; 2 if it sees no BLAS), restored after: a
+    NumPy/torch ratio compares the two on equal cores."""
+    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(max(counts, default=2))
+    yield
+    torch.set_num_threads(saved)

@@ -22,6 +22,8 @@ from tests.reference.test_conv import torch_conv2d, torch_conv2d_relu
 from unet_from_scratch.reference.conv import conv2d, conv2d_backward, conv2d_relu
 from unet_from_scratch.reference.init import he_normal
 
+pytestmark = pytest.mark.usefixtures("same_threads_as_numpy")  # benchmarks/conftest.py
+
 
 def unet_conv_shapes(size=572, base=64, depth=5):
     """(N, C_in, C_out, H, padding) of each 3x3 convolution of the paper's U-Net on a size x size input."""
@@ -48,24 +50,6 @@ SHAPES = unet_conv_shapes() + TRAINING_SHAPES
 def shape_id(shape):
     n, c_in, c_out, h, padding = shape
     return f"N{n} {c_in}->{c_out} {h}x{h} {padding}"
-
-
-def blas_threads() -> int:
-    """Threads NumPy's BLAS uses (threadpoolctl's report), else 2."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return 2
-    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-    return max(counts) if counts else 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def same_threads_as_numpy():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(blas_threads())
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,7 +11,7 @@ Two models (``CONFIGS``): the default small configuration (depth 3, 16 base chan
 a batch of 4 images of 128x128) and one paper-sized level: a depth-1 U-Net with 64 base channels, i.e. the
 paper's first level (two 3x3 convolutions of 64 channels at 128x128), a 128-channel bottleneck at 64x64 and the
 decoder level back at 64 channels, batch 1. torch runs on as many threads as NumPy's BLAS
-(``blas_threads`` of ``benchmarks/test_conv.py``). Goal (issue 10): the NumPy step within 2x of torch's.
+(``same_threads_as_numpy`` of ``benchmarks/conftest.py``). Goal (issue 10): the NumPy step within 2x of torch's.
 
 Correctness, cheaply: both sides start from the same weights, so the step's loss must agree. With benchmarks
 disabled (CI) each model runs once at a tiny size (8 base channels at most, 16x16 images).
@@ -23,12 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.test_conv import blas_threads
 from tests.helpers import assert_close
 from unet_from_scratch.nn import UNet, combined_loss_torch
 from unet_from_scratch.reference.losses import combined_loss
 from unet_from_scratch.reference.optim import Adam
 from unet_from_scratch.reference.unet import NumpyUNet
+
+pytestmark = pytest.mark.usefixtures("same_threads_as_numpy")  # benchmarks/conftest.py
 
 COEFFICIENTS = (0.7, 0.0, 0.3)  # Dice, focal, weighted cross-entropy: the quick preset's loss
 LR = 1e-3
@@ -87,14 +88,6 @@ def case(name: str, smoke: bool):
     if smoke:
         config, n, side = config | {"base_channels": min(config["base_channels"], 8)}, min(n, 2), 16
     return config, *batch(n, side)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def same_threads_as_numpy():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(blas_threads())
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module", autouse=True)
