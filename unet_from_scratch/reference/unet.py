@@ -155,9 +155,9 @@ class NumpyUNet:
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         self.dtype = np.dtype(dtype)
         self.params = {}
-        for name, shape, fan_in in unet_parameters(self.config):
-            if fan_in is not None:  # float32 draws, as the torch model's, then the model's dtype
-                value = he_normal(shape, self.rng, fan_in=fan_in).astype(self.dtype)
+        for name, shape, fan in unet_parameters(self.config):
+            if fan is not None:  # float32 draws, as the torch model's, then the model's dtype
+                value = he_normal(shape, self.rng, fan_in=fan).astype(self.dtype)
             elif ".norm" in name and name.endswith(".weight"):
                 value = np.ones(shape, self.dtype)
             else:
