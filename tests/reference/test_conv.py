@@ -124,58 +124,22 @@ ANY_KERNEL_METHODS = tuple(m for m in METHODS if m != "winograd")
 
 
 # The textbook form stays callable by name, beside the fast ones: every method, forward and backward, is torch's.
-@settings(deadline=None)
-@given(conv_cases(max_size=12), st.sampled_from(ANY_KERNEL_METHODS + ("auto",)))
-def test_every_method_of_conv2d_matches_torch(case, method):
-    x, w, b, dy, padding = case
+# Winograd F(2x2, 3x3) takes 3x3 kernels only; its dx goes through the same method (taken from the cache), and its
+# float32 rounding stays in the class of the other methods' tolerances (4-5e-7 of max|y| on 64-128 channels).
+LAYERS = {"conv2d": (ours_conv2d, torch_conv2d), "conv2d_relu": (ours_conv2d_relu, torch_conv2d_relu)}
+
+
+@settings(deadline=None, max_examples=200)  # 2 layers x 5 methods: about 20 draws each
+@given(st.data(), st.sampled_from(sorted(LAYERS)))
+def test_every_method_of_conv2d_and_conv2d_relu_matches_torch(data, layer):
+    method = data.draw(st.sampled_from(METHODS + ("auto",)), label="method")
+    kernel = (3, 3) if method == "winograd" else None
+    # conv2d_relu on grid values (seeded_grid): both sides take the same side of every ReLU kink
+    x, w, b, dy, padding = data.draw(conv_cases(grid=layer == "conv2d_relu", max_size=13, kernel=kernel), label="case")
+    ours, theirs = LAYERS[layer]
     assert_matches_torch(
-        ours_conv2d(padding, method),
-        lambda x, w, b: torch_conv2d(x, w, b, padding),
-        [x, w, b],
-        wrt=[0, 1, 2],
-        dout=dy,
-        names=["dx", "dw", "db"],
-    )
-
-
-@settings(deadline=None)
-@given(conv_cases(grid=True, max_size=12), st.sampled_from(ANY_KERNEL_METHODS + ("auto",)))
-def test_every_method_of_conv2d_relu_matches_torch(case, method):
-    x, w, b, dy, padding = case
-    assert_matches_torch(
-        ours_conv2d_relu(padding, method),
-        lambda x, w, b: torch_conv2d_relu(x, w, b, padding),
-        [x, w, b],
-        wrt=[0, 1, 2],
-        dout=dy,
-        names=["dx", "dw", "db"],
-    )
-
-
-# Winograd F(2x2, 3x3), forward and backward (dx through the same method, taken from the cache), at the
-# per-dtype tolerances of every other method: its float32 rounding stays in their class (4-5e-7 of max|y| on
-# 64-128 channels). Odd, even and size-1 outputs, every padding.
-@settings(deadline=None)
-@given(conv_cases(max_size=13, kernel=(3, 3)))
-def test_winograd_conv2d_matches_torch(case):
-    x, w, b, dy, padding = case
-    assert_matches_torch(
-        ours_conv2d(padding, "winograd"),
-        lambda x, w, b: torch_conv2d(x, w, b, padding),
-        [x, w, b],
-        wrt=[0, 1, 2],
-        dout=dy,
-        names=["dx", "dw", "db"],
-    )
-
-
-@settings(deadline=None)
-@given(conv_cases(grid=True, max_size=13, kernel=(3, 3)))
-def test_winograd_conv2d_relu_matches_torch(case):
-    x, w, b, dy, padding = case
-    assert_matches_torch(
-        ours_conv2d_relu(padding, "winograd"),
-        lambda x, w, b: torch_conv2d_relu(x, w, b, padding),
+        ours(padding, method),
+        lambda x, w, b: theirs(x, w, b, padding),
         [x, w, b],
         wrt=[0, 1, 2],
         dout=dy,
