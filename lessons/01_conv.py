@@ -128,9 +128,10 @@ lesson.save(fig, "receptive_field")
 # windows copied into one matrix, then one matrix product), "shifted" (one matrix product per kernel tap on
 # shifted views of the flattened image, no copy) and "winograd" (3x3 kernels only, Winograd's F(2x2, 3x3): 4
 # multiplications per output and channel pair, not 9); `conv2d_relu` picks by shape (`choose_method`): "winograd"
-# from 64 input channels and 32 outputs on when NumPy's BLAS runs one thread, else "im2col" below 32 input
-# channels and, up to 256 channels, on images of at most 128x128 unless the outputs are at most half the inputs,
-# "shifted" elsewhere; `method=` names one. All must give the loop's numbers, up to float rounding.
+# from 64 input channels and 32 outputs on when NumPy's BLAS runs one thread (as each part of a batch does when
+# it is split over the cores, `reference/threads.py`), else "im2col" below 32 input channels and, up to 256
+# channels, on images of at most 128x128 unless the outputs are at most half the inputs, "shifted" elsewhere;
+# `method=` names one. All must give the loop's numbers, up to float rounding.
 
 # %%
 section("textbook loop vs the fast strategies")

@@ -167,6 +167,41 @@ def test_winograd_matrices_give_the_correlation_of_a_tile(rng):
             np.testing.assert_allclose(ours[2 * t : 2 * t + 2, 2 * u : 2 * u + 2], block, rtol=1e-12, atol=1e-12)
 
 
+def winograd_weight_tile(d, dy):
+    """One 4x4 input tile ``d``'s share in the 3x3 weight gradient of a 2x2 block of outputs ``dy``, the forward's
+    identity read backwards (``weight_gradient_winograd``): G^T [(A dy A^T) * (B^T d B)] G."""
+    bt, gm, at = conv.WINOGRAD_BT, conv.WINOGRAD_G, conv.WINOGRAD_AT
+    return gm.T @ ((at.T @ dy @ at) * (bt @ d @ bt.T)) @ gm
+
+
+def test_winograd_weight_gradient_of_a_tile_is_the_correlation_of_input_and_output_gradient(rng):
+    d, dy = rng.normal(size=(4, 4)), rng.normal(size=(2, 2))
+    direct = np.array([[np.sum(d[i : i + 2, j : j + 2] * dy) for j in range(3)] for i in range(3)])
+    np.testing.assert_allclose(winograd_weight_tile(d, dy), direct, rtol=1e-12, atol=1e-12)
+    # and weight_gradient_winograd sums exactly these shares, tile by tile (one channel, 4 tiles)
+    x, dy = rng.normal(size=(1, 1, 6, 6)), rng.normal(size=(1, 1, 4, 4))
+    shares = sum(
+        winograd_weight_tile(x[0, 0, 2 * t : 2 * t + 4, 2 * u : 2 * u + 4], dy[0, 0, 2 * t : 2 * t + 2, 2 * u : 2 * u + 2])
+        for t in range(2)
+        for u in range(2)
+    )
+    np.testing.assert_allclose(conv.weight_gradient_winograd(x, dy)[0, 0], shares, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["windows", "shifted", "winograd"])
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 3)])
+def test_weight_gradient_pads_like_a_padded_copy(method, pads, rng):
+    # The backward hands the forward's padding to correlate_weight_gradient (winograd writes it into its parity
+    # planes); odd and even output sizes.
+    for size in [(5, 4), (8, 9)]:
+        x = rng.normal(size=(2, 3, *size))
+        h_out, w_out = size[0] + pads[0] + pads[1] - 2, size[1] + pads[2] + pads[3] - 2
+        dy = rng.normal(size=(2, 4, h_out, w_out))
+        dw = correlate_weight_gradient(x, dy, method=method, pads=pads)
+        expected = conv.weight_gradient_windows(conv._pad(x, *pads), dy)
+        assert_close(dw, expected, kind="grad", name=f"dw[{method}], pads {pads}, size {size}")
+
+
 @pytest.mark.parametrize("padding", [0, 1, 2, 3, 4])
 @pytest.mark.parametrize("size", [(3, 3), (4, 7), (9, 6)])
 def test_winograd_pads_as_it_splits_the_input_like_a_padded_copy(padding, size, rng):
@@ -190,6 +225,8 @@ def test_winograd_needs_a_3x3_kernel(rng):
     _, cache = conv2d(x, w, None, "same")
     with pytest.raises(ValueError, match="method 'winograd' needs a 3x3 kernel, got 3x2"):
         conv2d_backward(np.zeros((1, 2, 6, 6)), cache, method="winograd")
+    with pytest.raises(ValueError, match="method 'winograd' needs a 3x3 kernel, got 3x2"):
+        correlate_weight_gradient(x, np.zeros((1, 2, 4, 5)), method="winograd")
 
 
 def test_a_backward_method_overrides_the_forwards(rng):
@@ -290,12 +327,19 @@ def test_every_correlation_method_matches_torch_and_the_plain_definition(case_an
 
 
 @settings(deadline=None)
-@given(correlation_cases(), st.sampled_from(["windows", "shifted"]), st.booleans())
-def test_every_weight_gradient_method_matches_torch_and_the_plain_definition(case, method, small_chunks):
-    x, w, _, dy = case
+@given(
+    st.one_of(
+        st.tuples(correlation_cases(), st.sampled_from(["windows", "shifted"])),
+        st.tuples(correlation_cases(kernel=(3, 3)), st.just("winograd")),
+    ),
+    st.booleans(),
+)
+def test_every_weight_gradient_method_matches_torch_and_the_plain_definition(case_and_method, small_chunks):
+    (x, w, _, dy), method = case_and_method
     with pytest.MonkeyPatch.context() as mp:
         if small_chunks:
             mp.setattr(conv, "CHUNK_BYTES", 1)
+            mp.setattr(conv, "WINOGRAD_MIN_TILES", 1)
         dw = correlate_weight_gradient(x, dy, method=method)
     assert dw.dtype == x.dtype
     assert_close(dw, torch_weight_gradient(x, w, dy), kind="grad", name=f"correlate_weight_gradient[{method}]")
@@ -492,5 +536,5 @@ def test_unknown_method_raises():
     methods = r"\('windows', 'im2col', 'shifted', 'winograd'\)"
     with pytest.raises(ValueError, match=rf"method must be one of {methods} or 'auto'"):
         correlate(X, W, method="fft")
-    with pytest.raises(ValueError, match="method must be 'windows', 'shifted' or 'auto', got 'im2col'"):
+    with pytest.raises(ValueError, match="method must be 'windows', 'shifted', 'winograd' or 'auto', got 'im2col'"):
         correlate_weight_gradient(X, np.zeros((1, 2, 3, 3)), method="im2col")

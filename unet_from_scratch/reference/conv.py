@@ -45,16 +45,22 @@ clear form runs beside the fast ones:
 below 32 input channels, and up to 128 on the small images of a training batch (at most 128x128) unless the
 outputs are at most half the inputs; shifted otherwise. Rows are processed in chunks of a few MiB so the copies
 and partial sums stay in cache. The dx of the backward is the same correlation, so it takes the same route; dw
-takes one matmul per tap with the long (positions) axis as the inner dimension, on a channels-last copy of the
-input (OpenBLAS runs these products up to 1.9x faster with a row-major (L, C_in) operand than a transposed one).
+is winograd's where the forward's is (the same tiles, ``weight_gradient_winograd``), else one matmul per tap
+with the long (positions) axis as the inner dimension, on a channels-last copy of the input (OpenBLAS runs
+these products up to 1.9x faster with a row-major (L, C_in) operand than a transposed one).
+
+More than one core: where NumPy's BLAS runs T > 1 threads, a batch is split into T parts run at once on T
+threads, each with BLAS on one thread (``reference/threads.py``): the copies and transforms around the matmuls,
+NumPy's own single-threaded code, then run on every core too, and each part picks its method as on one thread.
+A single image (the paper's 572x572 tile, a prediction) is not split and runs on BLAS's threads.
 
 What a matmul can reach bounds the direct methods: on the benchmark machine OpenBLAS runs these products at
 58-89 GFLOP/s on one thread (float32; (64, 576) @ (576, L) at 65-74), while torch's oneDNN runs a whole N = 16,
 64 -> 64 channel 3x3 convolution at 64x64 at about 100 GFLOP/s, so im2col stays 1.3-1.45x behind torch there
 for the forward and dx. Winograd's 2.25x fewer multiplications get past that bound: 0.88-1.17x torch's time
-for the forward and 0.94-1.16x for dx on the N = 16 batches (one thread, five runs on the shared machine); dw,
-a correlation with dy's large kernel, keeps its one direct method at 1.08-1.20x (``benchmarks/README.md``,
-"NumPy engine").
+for the forward and 0.94-1.16x for dx on the N = 16 batches (one thread, five runs on the shared machine), and
+its dw 0.77-0.92x torch's dw where the direct one took 1.08-1.20x; on two threads, with the batch split, the
+forward and the whole backward stay within 1.2x of torch's (``benchmarks/README.md``, "NumPy engine").
 
 By the policy of ``reference/_checks.py``: non-finite weights or biases raise ValueError (one turns a whole output
 channel into NaN); NaN or infinity in ``x`` or ``dy`` is not rejected: as in any sum, it only reaches the outputs
@@ -66,6 +72,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from unet_from_scratch.reference import threads
 from unet_from_scratch.reference._checks import check_cache, check_finite, check_float_array, check_same_dtype, is_int
 
 METHODS = ("windows", "im2col", "shifted", "winograd")
@@ -191,10 +198,11 @@ def choose_method(
     - on two BLAS threads it was slower on 4 of 6 of those shapes (1.24-1.46x; N = 16, 64 -> 64: 1.38-1.42x):
       its 16 small matmuls per chunk each wake and join BLAS's threads, and its transforms run on one. So
       "auto" takes it only when NumPy's BLAS runs one thread (``blas_threads``, read through threadpoolctl where
-      it is installed: ``OPENBLAS_NUM_THREADS=1`` or ``threadpool_limits(1)``).
+      it is installed: ``OPENBLAS_NUM_THREADS=1`` or ``threadpool_limits(1)``) -- which is how every part of a
+      batch split over threads runs (``reference/threads.py``), so on two cores a batch gets winograd too.
     """
     if blas_threads is None:
-        blas_threads = _blas_threads()
+        blas_threads = threads.blas_threads()
     if (
         kernel is not None
         and tuple(kernel) == (3, 3)
@@ -209,25 +217,6 @@ def choose_method(
     if c_in < 256 and positions is not None and positions <= 128 * 130 and not few_outputs:
         return "im2col"
     return "shifted"
-
-
-_BLAS_CONTROLLER = []  # threadpoolctl's handles on NumPy's BLAS, looked up once (a few ms); empty without it
-
-
-def _blas_threads() -> int | None:
-    """Threads NumPy's BLAS runs on now (the most of any BLAS library loaded), read through threadpoolctl (about
-    1 us); None where threadpoolctl is not installed."""
-    if not _BLAS_CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _BLAS_CONTROLLER.append(None)
-        else:
-            _BLAS_CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
-    controller = _BLAS_CONTROLLER[0]
-    if controller is None or not controller.lib_controllers:
-        return None
-    return max(lib.num_threads for lib in controller.lib_controllers)
 
 
 def _row_chunks(h_out: int, w_in: int, w_out: int, rows: int):
@@ -268,7 +257,9 @@ def _add_bias_relu(y: np.ndarray, b: np.ndarray | None, relu: bool) -> None:
         np.maximum(y, np.zeros(y.shape[-1], dtype=y.dtype), out=y)
 
 
-def correlate(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu: bool = False, method: str = "auto"):
+def correlate(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu: bool = False, method: str = "auto", out=None
+):
     """Valid cross-correlation, the core of conv2d: ``x`` (N, C_in, H, W), ``w`` (C_out, C_in, kh, kw) ->
     (N, C_out, H - kh + 1, W - kw + 1), ``y[n, o, h, v] = sum_{c, i, j} w[o, c, i, j] * x[n, c, h + i, v + j]``,
     plus ``b[o]`` if given, through max(., 0) if ``relu``.
@@ -277,16 +268,19 @@ def correlate(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu
     only: ``correlate_winograd``) or "auto" (``choose_method``). Computed in the inputs' dtype. The fast methods
     add the bias and apply the ReLU to each chunk of rows while it is in cache: the U-Net's first layer (one
     input channel, 64 output channels) spends more time writing its 83 MB output than multiplying, and two more
-    passes over it would cost 40%.
+    passes over it would cost 40%. ``out``, if given, is the C-contiguous output array to write (and return).
     """
     c_out, c_in, kh, kw = w.shape
     method = _check_method(method, c_in, (x.shape[2] - kh + 1) * x.shape[3], c_out, (kh, kw))
     if method == "winograd":
-        return correlate_winograd(x, w, b, relu=relu)
+        return correlate_winograd(x, w, b, relu=relu, out=out)
     if method == "windows":
         y = correlate_windows(x, w)
         _add_bias_relu(y.reshape(*y.shape[:2], -1), b, relu)
-        return y
+        if out is None:
+            return y
+        out[...] = y
+        return out
 
     n, _, h, wd = x.shape
     h_out, w_out = h - kh + 1, wd - kw + 1
@@ -303,7 +297,7 @@ def correlate(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu
         partial = np.empty((c_out, rows * wd), dtype=x.dtype)
     acc = np.empty((c_out, rows * wd), dtype=x.dtype)  # one chunk of outputs, w_in wide (wrapped columns too)
 
-    y = np.empty((n, c_out, h_out, w_out), dtype=x.dtype)
+    y = np.empty((n, c_out, h_out, w_out), dtype=x.dtype) if out is None else out
     for i in range(n):
         for r0, r1, q0, q1 in _row_chunks(h_out, wd, w_out, rows):
             m = q1 - q0
@@ -323,23 +317,33 @@ def correlate(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu
     return y
 
 
-def correlate_weight_gradient(x: np.ndarray, dy: np.ndarray, *, method: str = "auto") -> np.ndarray:
-    """The weight gradient of ``correlate``: ``x`` (N, C_in, H, W), ``dy`` (N, C_out, H_out, W_out) ->
-    (C_out, C_in, kh, kw) with kh = H - H_out + 1, kw = W - W_out + 1,
-    ``dw[o, c, i, j] = sum_{n, h, v} dy[n, o, h, v] * x[n, c, h + i, v + j]``.
+def correlate_weight_gradient(x: np.ndarray, dy: np.ndarray, *, method: str = "auto", pads=(0, 0, 0, 0)) -> np.ndarray:
+    """The weight gradient of ``correlate``: ``x`` (N, C_in, H, W) zero-padded by ``pads`` (top, bottom, left,
+    right) into xp, ``dy`` (N, C_out, H_out, W_out) -> (C_out, C_in, kh, kw) with kh = H + top + bottom - H_out + 1
+    (kw alike), ``dw[o, c, i, j] = sum_{n, h, v} dy[n, o, h, v] * xp[n, c, h + i, v + j]``.
 
-    ``method`` is "windows" (the plain definition) or "shifted"; "auto" is "shifted": one (C_out, L) @ (L, C_in)
-    matmul per tap and row chunk against the shifted flat views of the module docstring, taken from a
-    channels-last copy of ``x`` so that each is a row-major block. The long inner dimension (L positions) keeps
-    these matmuls fast whatever the channels; an im2col copy only added cost (1.0-1.4x slower, measured on the
-    layers of the default U-Net). ``dy`` is laid into rows of the input's width with zeros in the wrapped
-    columns, so they add nothing.
+    ``method`` is "windows" (the plain definition), "shifted", "winograd" (3x3 kernels: ``weight_gradient_winograd``)
+    or "auto": winograd where ``choose_method`` takes it for the forward of this layer, else shifted. "shifted" is
+    one (C_out, L) @ (L, C_in) matmul per tap and row chunk against the shifted flat views of the module docstring,
+    taken from a channels-last copy of ``x`` so that each is a row-major block. The long inner dimension (L
+    positions) keeps these matmuls fast whatever the channels; an im2col copy only added cost (1.0-1.4x slower,
+    measured on the layers of the default U-Net). ``dy`` is laid into rows of the input's width with zeros in the
+    wrapped columns, so they add nothing.
     """
-    if method not in ("auto", "windows", "shifted"):
-        raise ValueError(f"method must be 'windows', 'shifted' or 'auto', got {method!r}")
+    if method not in ("auto", "windows", "shifted", "winograd"):
+        raise ValueError(f"method must be 'windows', 'shifted', 'winograd' or 'auto', got {method!r}")
+    top, bottom, left, right = pads
     n, c_in, h, wd = x.shape
     c_out, h_out, w_out = dy.shape[1:]
-    kh, kw = h - h_out + 1, wd - w_out + 1
+    kh, kw = h + top + bottom - h_out + 1, wd + left + right - w_out + 1
+    if method == "auto":
+        method = "winograd" if choose_method(c_in, h_out * (wd + left + right), c_out, (kh, kw)) == "winograd" else "shifted"
+    if method == "winograd":
+        if (kh, kw) != (3, 3):
+            raise ValueError(f"method 'winograd' needs a 3x3 kernel, got {kh}x{kw}")
+        return weight_gradient_winograd(x, dy, pads)
+    x = _pad(x, *pads)
+    n, c_in, h, wd = x.shape
     if method == "windows":
         return weight_gradient_windows(x, dy)
 
@@ -404,6 +408,11 @@ def correlate_weight_gradient(x: np.ndarray, dy: np.ndarray, *, method: str = "a
 # (C_in, tile rows + 1, tile columns + 1) planes, each flattened; then tile (t, u)'s entry d[i][j] is plane
 # (i % 2, j % 2) at flat index q + (i // 2) * (tile columns + 1) + j // 2, q = t * (tile columns + 1) + u: every
 # term of the transforms is a contiguous slice, and one wrapped tile column per row is computed and dropped.
+#
+# The weight gradient takes the same tiles the other way round (``weight_gradient_winograd``): a block's share of
+# the loss, sum(dY * Y) = sum(dY * A^T [U * V] A), is sum(g * G^T [(A dY A^T) * V] G), so dw is G^T Z G of the
+# 16 sums Z[ab] = sum over tiles of (A dY A^T)[ab] (C_out, tiles) @ V[ab]^T (tiles, C_in): long inner dimensions,
+# 4 multiplications per output and channel pair again.
 WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
@@ -433,8 +442,75 @@ def winograd_filter(w: np.ndarray) -> np.ndarray:
     return u.reshape(16, *w.shape[:2])
 
 
+def _winograd_tiling(n: int, th: int, w1: int, c_in: int, c_out: int, itemsize: int):
+    """How the tiles are processed: ``(group, row_chunks, cols)``.
+
+    Tile rows per chunk: about CHUNK_BYTES of transforms and products, but at least WINOGRAD_MIN_TILES tiles, so
+    that the matmuls stay long enough for BLAS when the channels are many. Where that is more than an image
+    (small images), a chunk is a ``group`` of whole images, their planes one after the other, each with one more
+    tile row: the row that straddles into the next image, computed and dropped like the wrapped column. Else a
+    chunk is tile rows t0..t1 of one image (``row_chunks``). ``cols``: tiles per chunk, at most.
+    """
+    rows = max(_chunk_rows((24 * c_in + 25 * c_out) * w1 * itemsize, th), min(th + 1, -(-WINOGRAD_MIN_TILES // w1)))
+    group = max(1, min(n, rows // (th + 1)))  # images per chunk
+    if group > 1:
+        return group, [(0, th)], group * (th + 1) * w1
+    rows = min(rows, th)
+    rows = -(-th // -(-th // rows))  # as many chunks, of equal size: 8 + 8 + 8 + 8 rows, not 10 + 10 + 10 + 2
+    return 1, [(t0, min(th, t0 + rows)) for t0 in range(0, th, rows)], rows * w1
+
+
+def _parity_planes(x: np.ndarray, pads, th: int, w1: int, group: int):
+    """Room for ``group`` images of ``x`` (N, C, H, W) zero-padded by ``pads`` (top, bottom, left, right; none
+    negative), split by row and column parity: ``(planes, fill)``. ``planes`` (2, 2, C, group * (th + 1) * w1 + w1
+    + 1) holds at [p, q, c, (g * (th + 1) + t) * w1 + u] the padded x[g0 + g, c, 2t + p, 2u + q] once ``fill(g0,
+    g1)`` has copied images g0..g1 in; everything outside the image stays zero (the padding, and the spare zeros
+    that the last tiles' shifted reads reach)."""
+    _, c, h, wd = x.shape
+    top, _, left, _ = pads
+    plane = (th + 1) * w1  # one image's plane, flattened
+    planes = np.zeros((2, 2, c, group * plane + w1 + 1), dtype=x.dtype)  # [row parity, column parity]
+    planes_2d = planes[..., : group * plane].reshape(2, 2, c, group, th + 1, w1)
+    # Padded row top + r of x is row (top + r) // 2 of the planes of parity (top + r) % 2; so for each parity p,
+    # x's rows r0, r0 + 2, ... (r0 = (p - top) % 2) go to the plane rows from (top + r0) // 2 on; columns alike.
+    blocks = []
+    for p in range(2):
+        r0 = (p - top) % 2
+        for q in range(2):
+            c0 = (q - left) % 2
+            rows_to, cols_to = slice((top + r0) // 2, None), slice((left + c0) // 2, None)
+            nr, nc = len(range(r0, h, 2)), len(range(c0, wd, 2))
+            target = planes_2d[p, q, :, :, rows_to, cols_to][:, :, :nr, :nc]  # (C, group, nr, nc)
+            blocks.append((target, r0, c0))
+
+    def fill(g0: int, g1: int) -> None:
+        for target, r0, c0 in blocks:  # four copies with one strided side each: faster than one 5-d transpose
+            np.copyto(target[:, : g1 - g0], x[g0:g1, :, r0::2, c0::2].transpose(1, 0, 2, 3))
+
+    return planes, fill
+
+
+def _winograd_input(planes: np.ndarray, q0: int, k: int, w1: int, r: np.ndarray, v: np.ndarray) -> None:
+    """The input transform V = B^T d B of the ``k`` tiles from flat index ``q0`` of ``planes`` into v[..., :k]
+    (4, 4, C, k), through r (4, 2, C, k + 1): tile q's entry d[i][j] is plane (i % 2, j % 2) at q + (i // 2) * w1
+    + j // 2."""
+    # B^T d over the tile's 4 rows: rows 0, 1 are planes (0, .), (1, .) at q; rows 2, 3 the same a row on.
+    d0, d1 = planes[0, :, :, q0 : q0 + k + 1], planes[1, :, :, q0 : q0 + k + 1]
+    d2, d3 = planes[0, :, :, q0 + w1 : q0 + w1 + k + 1], planes[1, :, :, q0 + w1 : q0 + w1 + k + 1]
+    np.subtract(d0, d2, out=r[0, ..., : k + 1])
+    np.add(d1, d2, out=r[1, ..., : k + 1])
+    np.subtract(d2, d1, out=r[2, ..., : k + 1])
+    np.subtract(d1, d3, out=r[3, ..., : k + 1])
+    # (B^T d) B over the 4 columns: columns 0, 1 are parities 0, 1 at q, columns 2, 3 the same one on.
+    e0, e1, e2, e3 = r[:, 0, :, :k], r[:, 1, :, :k], r[:, 0, :, 1 : k + 1], r[:, 1, :, 1 : k + 1]
+    np.subtract(e0, e2, out=v[:, 0, :, :k])
+    np.add(e1, e2, out=v[:, 1, :, :k])
+    np.subtract(e2, e1, out=v[:, 2, :, :k])
+    np.subtract(e1, e3, out=v[:, 3, :, :k])
+
+
 def correlate_winograd(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu: bool = False, pads=(0, 0, 0, 0)
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, relu: bool = False, pads=(0, 0, 0, 0), out=None
 ):
     """``correlate`` for a 3x3 kernel by Winograd F(2x2, 3x3) (see the notes above), of ``x`` (N, C_in, H, W)
     zero-padded by ``pads`` (top, bottom, left, right; a negative amount crops): ``w`` (C_out, C_in, 3, 3) ->
@@ -444,7 +520,8 @@ def correlate_winograd(
     sizes are computed up to the next even size (one more zero row or column) and cropped. Per image: split the
     input into its parity planes (four strided copies), then per chunk of tile rows the input transform B^T d B
     (4 + 4 slice expressions over all channels), the 16 matmuls, the output transform A^T m A (4 + 4), whose last
-    step writes the 2x2 blocks straight into the output.
+    step writes the 2x2 blocks straight into the output (``out``, if given: the C-contiguous array to write and
+    return).
     """
     if min(pads) < 0:
         x, pads = _pad(x, *pads), (0, 0, 0, 0)
@@ -455,63 +532,25 @@ def correlate_winograd(
     th, tw = (h_out + 1) // 2, (w_out + 1) // 2  # tile rows and columns
     w1 = tw + 1  # a plane's row: tw tiles and the one wrapped column
     u = winograd_filter(w)  # (16, C_out, C_in)
-    # Tile rows per chunk: about CHUNK_BYTES of transforms and products, but at least WINOGRAD_MIN_TILES tiles, so
-    # that the matmuls stay long enough for BLAS when the channels are many. Where that is more than an image
-    # (small images), a chunk is a group of whole images, their planes one after the other, each with one more
-    # tile row: the row that straddles into the next image, computed and dropped like the wrapped column.
-    rows = max(_chunk_rows((24 * c_in + 25 * c_out) * w1 * x.itemsize, th), min(th + 1, -(-WINOGRAD_MIN_TILES // w1)))
-    group = max(1, min(n, rows // (th + 1)))  # images per chunk
-    if group > 1:
-        rows, row_chunks = th + 1, [(0, th)]
-    else:
-        rows = min(rows, th)
-        rows = -(-th // -(-th // rows))  # as many chunks, of equal size: 8 + 8 + 8 + 8 rows, not 10 + 10 + 10 + 2
-        row_chunks = [(t0, min(th, t0 + rows)) for t0 in range(0, th, rows)]
-    cols = group * rows * w1
-    plane = (th + 1) * w1  # one image's plane, flattened
-    planes = np.zeros((2, 2, c_in, group * plane + w1 + 1), dtype=x.dtype)  # [row parity, column parity]; spare zeros
-    planes_2d = planes[..., : group * plane].reshape(2, 2, c_in, group, th + 1, w1)
+    group, row_chunks, cols = _winograd_tiling(n, th, w1, c_in, c_out, x.itemsize)
+    planes, fill = _parity_planes(x, pads, th, w1, group)
     r = np.empty((4, 2, c_in, cols + 1), dtype=x.dtype)  # B^T d: [row a of B^T, column parity]
     v = np.empty((4, 4, c_in, cols), dtype=x.dtype)  # B^T d B at the 16 positions
     m = np.empty((4, 4, c_out, cols), dtype=x.dtype)  # U * V summed over channels: the 16 matmuls
     s = np.empty((2, 4, c_out, cols), dtype=x.dtype)  # A^T m
     tmp = np.empty((c_out, cols), dtype=x.dtype)
 
-    y = np.empty((n, c_out, 2 * th, 2 * tw), dtype=x.dtype)
-    # Padded row top + r of x is row (top + r) // 2 of the planes of parity (top + r) % 2; so for each parity p,
-    # x's rows r0, r0 + 2, ... (r0 = (p - top) % 2) go to the plane rows from (top + r0) // 2 on; columns alike.
-    # Everything else in the planes stays zero: the padding.
-    blocks = []
-    for p in range(2):
-        r0 = (p - top) % 2
-        for q in range(2):
-            c0 = (q - left) % 2
-            rows_to, cols_to = slice((top + r0) // 2, None), slice((left + c0) // 2, None)
-            nr, nc = len(range(r0, h, 2)), len(range(c0, wd, 2))
-            target = planes_2d[p, q, :, :, rows_to, cols_to][:, :, :nr, :nc]  # (C_in, group, nr, nc)
-            blocks.append((target, r0, c0))
+    full = (n, c_out, 2 * th, 2 * tw)
+    y = out if out is not None and out.shape == full else np.empty(full, dtype=x.dtype)
     for g0 in range(0, n, group):
         g1 = min(n, g0 + group)
-        for target, r0, c0 in blocks:  # four copies with one strided side each: faster than one 5-d transpose
-            np.copyto(target[:, : g1 - g0], x[g0:g1, :, r0::2, c0::2].transpose(1, 0, 2, 3))
+        fill(g0, g1)
         # [o, g, t, a, u, b] = y[g0 + g, o, 2t + a, 2u + b]
         y_blocks = y[g0:g1].reshape(g1 - g0, c_out, th, 2, tw, 2).transpose(1, 0, 2, 3, 4, 5)
         for t0, t1 in row_chunks:
             nt = t1 - t0 if group == 1 else th + 1  # tile rows per image in this chunk, the dropped one included
             k, q0 = (g1 - g0) * nt * w1, t0 * w1
-            # B^T d over the tile's 4 rows: rows 0, 1 are planes (0, .), (1, .) at q; rows 2, 3 the same a row on.
-            d0, d1 = planes[0, :, :, q0 : q0 + k + 1], planes[1, :, :, q0 : q0 + k + 1]
-            d2, d3 = planes[0, :, :, q0 + w1 : q0 + w1 + k + 1], planes[1, :, :, q0 + w1 : q0 + w1 + k + 1]
-            np.subtract(d0, d2, out=r[0, ..., : k + 1])
-            np.add(d1, d2, out=r[1, ..., : k + 1])
-            np.subtract(d2, d1, out=r[2, ..., : k + 1])
-            np.subtract(d1, d3, out=r[3, ..., : k + 1])
-            # (B^T d) B over the 4 columns: columns 0, 1 are parities 0, 1 at q, columns 2, 3 the same one on.
-            e0, e1, e2, e3 = r[:, 0, :, :k], r[:, 1, :, :k], r[:, 0, :, 1 : k + 1], r[:, 1, :, 1 : k + 1]
-            np.subtract(e0, e2, out=v[:, 0, :, :k])
-            np.add(e1, e2, out=v[:, 1, :, :k])
-            np.subtract(e2, e1, out=v[:, 2, :, :k])
-            np.subtract(e1, e3, out=v[:, 3, :, :k])
+            _winograd_input(planes, q0, k, w1, r, v)
             np.matmul(u, v.reshape(16, c_in, cols)[:, :, :k], out=m.reshape(16, c_out, cols)[:, :, :k])
             # A^T m over the rows of the 4x4 positions, then (A^T m) A over the columns into the 2x2 blocks.
             mk, sk, tk = m[..., :k], s[..., :k], tmp[:, :k]
@@ -526,26 +565,99 @@ def correlate_winograd(
                 return a.reshape(c_out, g1 - g0, nt, w1)[:, :, : t1 - t0, :tw]
 
             for a in range(2):
-                out = y_blocks[:, :, t0:t1, a]  # (C_out, images, t1 - t0, tw, 2)
+                y_a = y_blocks[:, :, t0:t1, a]  # (C_out, images, t1 - t0, tw, 2)
                 np.add(sk[a, 0], sk[a, 1], out=tk)
-                np.add(kept(tk), kept(sk[a, 2]), out=out[..., 0])
+                np.add(kept(tk), kept(sk[a, 2]), out=y_a[..., 0])
                 np.subtract(sk[a, 1], sk[a, 2], out=tk)
-                np.subtract(kept(tk), kept(sk[a, 3]), out=out[..., 1])
+                np.subtract(kept(tk), kept(sk[a, 3]), out=y_a[..., 1])
             _add_bias_relu(y[g0:g1, :, 2 * t0 : 2 * t1].reshape((g1 - g0) * c_out, -1), None, relu)
-    if (2 * th, 2 * tw) != (h_out, w_out):
-        y = np.ascontiguousarray(y[:, :, :h_out, :w_out])
-    return y
+    if y is out:
+        return out
+    if out is not None:
+        out[...] = y[:, :, :h_out, :w_out]
+        return out
+    return y if full[2:] == (h_out, w_out) else np.ascontiguousarray(y[:, :, :h_out, :w_out])
 
 
-def _correlate_padded(x, w, b, pads, *, relu: bool, method: str) -> np.ndarray:
-    """``correlate`` of ``x`` zero-padded by ``pads``: winograd pads as it splits the input, the others take a
-    padded copy."""
+def weight_gradient_winograd(x: np.ndarray, dy: np.ndarray, pads=(0, 0, 0, 0)) -> np.ndarray:
+    """The weight gradient of a 3x3 correlation by Winograd F(2x2, 3x3) transposed: ``x`` (N, C_in, H, W)
+    zero-padded by ``pads``, ``dy`` (N, C_out, H_out, W_out) with H_out = H + top + bottom - 2 (W_out alike) ->
+    dw (C_out, C_in, 3, 3) in x's dtype, equal to ``correlate_weight_gradient`` of the padded x.
+
+    The forward's identity read backwards: a 2x2 block of outputs is Y = A^T [(G g G^T) * V] A with V = B^T d B,
+    so its share of the loss, sum(dY * Y), is sum(g * G^T [(A dY A^T) * V] G) (move each matrix to the other side
+    of the inner product), and the share of the block in dw is G^T [(A dY A^T) * V] G. Summed over every tile and
+    image, that is 16 (C_out, tiles) @ (tiles, C_in) matmuls, Z[ab] @ V[ab]^T with Z = A dY A^T, whose long inner
+    dimension BLAS runs well, then G^T . G on the (C_out, C_in) sums: again 4 multiplications per output and
+    channel pair instead of 9. The tiles are the forward's (same planes, same input transform); dy is laid into
+    parity planes of its own with zeros in the dropped row and column, so those add nothing.
+    """
+    if min(pads) < 0:
+        x, pads = _pad(x, *pads), (0, 0, 0, 0)
+    n, c_in = x.shape[:2]
+    c_out, h_out, w_out = dy.shape[1:]
+    th, tw = (h_out + 1) // 2, (w_out + 1) // 2
+    w1 = tw + 1
+    group, row_chunks, cols = _winograd_tiling(n, th, w1, c_in, c_out, x.itemsize)
+    planes, fill = _parity_planes(x, pads, th, w1, group)
+    dy_planes, dy_fill = _parity_planes(dy, (0, 0, 0, 0), th, w1, group)  # [a, b, o, q] = dy[.., o, 2t + a, 2u + b]
+    r = np.empty((4, 2, c_in, cols + 1), dtype=x.dtype)
+    v = np.empty((4, 4, c_in, cols), dtype=x.dtype)
+    z = np.empty((4, 2, c_out, cols), dtype=x.dtype)  # A dY over the rows: [row i of A, column parity]
+    zz = np.empty((4, 4, c_out, cols), dtype=x.dtype)  # A dY A^T
+    sums = np.zeros((16, c_out, c_in), dtype=x.dtype)
+    partial = np.empty_like(sums)
+    for g0 in range(0, n, group):
+        g1 = min(n, g0 + group)
+        fill(g0, g1)
+        dy_fill(g0, g1)
+        for t0, t1 in row_chunks:
+            nt = t1 - t0 if group == 1 else th + 1
+            k, q0 = (g1 - g0) * nt * w1, t0 * w1
+            _winograd_input(planes, q0, k, w1, r, v)
+            # A = A^T's transpose has rows (1, 0), (1, 1), (1, -1), (0, -1); the last row's sign is applied to
+            # the sums at the end, so here it is (0, 1), a copy.
+            y0, y1 = dy_planes[0, :, :, q0 : q0 + k], dy_planes[1, :, :, q0 : q0 + k]  # (2, C_out, k)
+            zk, zzk = z[..., :k], zz[..., :k]
+            np.copyto(zk[0], y0)
+            np.add(y0, y1, out=zk[1])
+            np.subtract(y0, y1, out=zk[2])
+            np.copyto(zk[3], y1)
+            e0, e1 = zk[:, 0], zk[:, 1]  # over the columns, the same
+            np.copyto(zzk[:, 0], e0)
+            np.add(e0, e1, out=zzk[:, 1])
+            np.subtract(e0, e1, out=zzk[:, 2])
+            np.copyto(zzk[:, 3], e1)
+            np.matmul(
+                zz.reshape(16, c_out, cols)[:, :, :k], v.reshape(16, c_in, cols)[:, :, :k].transpose(0, 2, 1), out=partial
+            )
+            sums += partial
+    sign = np.array([1, 1, 1, -1])
+    g_signed = WINOGRAD_G * sign[:, None]  # (4, 3): A's dropped signs, row 3 and column 3
+    to_taps = np.kron(g_signed, g_signed).T.astype(x.dtype)  # (9, 16): [i * 3 + j, a * 4 + b] = G[a, i] G[b, j]
+    dw = to_taps @ sums.reshape(16, c_out * c_in)
+    return np.ascontiguousarray(dw.reshape(3, 3, c_out, c_in).transpose(2, 3, 0, 1))
+
+
+def _correlate_padded(x, w, b, pads, *, relu: bool, method: str, out=None) -> np.ndarray:
+    """``correlate`` of ``x`` zero-padded by ``pads`` into ``out`` (if given), the batch split over BLAS's threads
+    (``threads.over_batch``): winograd pads as it splits the input, the others take a padded copy."""
+    n, _, h, wd = x.shape
     c_out, c_in, kh, kw = w.shape
-    positions = (x.shape[2] + pads[0] + pads[1] - kh + 1) * (x.shape[3] + pads[2] + pads[3])
-    method = _check_method(method, c_in, positions, c_out, (kh, kw))
-    if method == "winograd":
-        return correlate_winograd(x, w, b, relu=relu, pads=pads)
-    return correlate(_pad(x, *pads), w, b, relu=relu, method=method)
+    top, bottom, left, right = pads
+    if out is None:
+        out = np.empty((n, c_out, h + top + bottom - kh + 1, wd + left + right - kw + 1), dtype=x.dtype)
+
+    def part(start: int, stop: int) -> None:
+        # The method is chosen here, inside the part: on a split, BLAS runs one thread (choose_method).
+        chosen = _check_method(method, c_in, (h + top + bottom - kh + 1) * (wd + left + right), c_out, (kh, kw))
+        if chosen == "winograd":
+            correlate_winograd(x[start:stop], w, b, relu=relu, pads=pads, out=out[start:stop])
+        else:
+            correlate(_pad(x[start:stop], *pads), w, b, relu=relu, method=chosen, out=out[start:stop])
+
+    threads.over_batch(part, n)
+    return out
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, padding="valid", *, method: str = "auto"):
@@ -589,11 +701,17 @@ def _conv2d_backward(dy: np.ndarray, cache: dict, method: str | None):
     top, bottom, left, right = pads
     kh, kw = w.shape[2:]
     w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C_in, C_out, kh, kw)
-    dx = _correlate_padded(dy, w_flipped, None, (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right),
-                           relu=False, method=method)
-    dw = correlate_weight_gradient(_pad(x, *pads), dy, method="windows" if method == "windows" else "auto")
-    db = dy.sum(axis=(0, 2, 3))
-    return dx, dw, db
+    dx_pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    dw_method = method if method in ("windows", "winograd") else "auto"  # dw has no im2col: it only added cost
+
+    def part(start: int, stop: int):  # dx of these images; their shares of dw and db
+        _correlate_padded(dy[start:stop], w_flipped, None, dx_pads, relu=False, method=method, out=dx[start:stop])
+        dw = correlate_weight_gradient(x[start:stop], dy[start:stop], method=dw_method, pads=pads)
+        return dw, dy[start:stop].sum(axis=(0, 2, 3))
+
+    dws, dbs = zip(*threads.over_batch(part, x.shape[0]))
+    return dx, np.sum(dws, axis=0), np.sum(dbs, axis=0)
 
 
 def relu(x: np.ndarray):
