@@ -490,23 +490,41 @@ def _parity_planes(x: np.ndarray, pads, th: int, w1: int, group: int):
     return planes, fill
 
 
-def _winograd_input(planes: np.ndarray, q0: int, k: int, w1: int, r: np.ndarray, v: np.ndarray) -> None:
-    """The input transform V = B^T d B of the ``k`` tiles from flat index ``q0`` of ``planes`` into v[..., :k]
-    (4, 4, C, k), through r (4, 2, C, k + 1): tile q's entry d[i][j] is plane (i % 2, j % 2) at q + (i // 2) * w1
-    + j // 2."""
+def _winograd_buffers(c: int, cols: int, w1: int, dtype):
+    """Room for ``_winograd_input`` on chunks of up to ``cols`` tiles of ``c`` channels: (block, r, v)."""
+    size = c * (cols + w1)
+    block = np.zeros((2, 2, size + w1 + 1), dtype=dtype)  # the spare zeros are read into dropped tiles only
+    return block, np.empty((4, 2, size + 1), dtype=dtype), np.empty((4, 4, size), dtype=dtype)
+
+
+def _winograd_input(planes, q0: int, k: int, w1: int, block, r, v) -> np.ndarray:
+    """The input transform V = B^T d B of the ``k`` tiles from flat index ``q0`` of ``planes`` (tile q's entry
+    d[i][j] is plane (i % 2, j % 2) at q + (i // 2) * w1 + j // 2) -> (4, 4, C, k + w1), of which [..., :k] are
+    these tiles' (a view into ``v``; ``block``, ``r`` and ``v`` from ``_winograd_buffers``).
+
+    The planes' rows of every channel go first into one contiguous ``block``, each channel with one tile row more
+    (whose tiles read into the next channel and are dropped): the eight passes then run over whole contiguous
+    arrays. Over the (C, k) slices of the planes themselves they took 2-2.5x as long, copy included (one
+    thread, 16-128 channels; NumPy runs a pass over strided rows of a few hundred values much slower than one
+    long run).
+    """
+    c, span = planes.shape[2], k + w1  # tiles per channel in the block: k and the dropped row
+    size = c * span
+    np.copyto(block[..., :size].reshape(2, 2, c, span), planes[..., q0 : q0 + span])
     # B^T d over the tile's 4 rows: rows 0, 1 are planes (0, .), (1, .) at q; rows 2, 3 the same a row on.
-    d0, d1 = planes[0, :, :, q0 : q0 + k + 1], planes[1, :, :, q0 : q0 + k + 1]
-    d2, d3 = planes[0, :, :, q0 + w1 : q0 + w1 + k + 1], planes[1, :, :, q0 + w1 : q0 + w1 + k + 1]
-    np.subtract(d0, d2, out=r[0, ..., : k + 1])
-    np.add(d1, d2, out=r[1, ..., : k + 1])
-    np.subtract(d2, d1, out=r[2, ..., : k + 1])
-    np.subtract(d1, d3, out=r[3, ..., : k + 1])
+    d0, d1 = block[0, :, : size + 1], block[1, :, : size + 1]
+    d2, d3 = block[0, :, w1 : w1 + size + 1], block[1, :, w1 : w1 + size + 1]
+    np.subtract(d0, d2, out=r[0, :, : size + 1])
+    np.add(d1, d2, out=r[1, :, : size + 1])
+    np.subtract(d2, d1, out=r[2, :, : size + 1])
+    np.subtract(d1, d3, out=r[3, :, : size + 1])
     # (B^T d) B over the 4 columns: columns 0, 1 are parities 0, 1 at q, columns 2, 3 the same one on.
-    e0, e1, e2, e3 = r[:, 0, :, :k], r[:, 1, :, :k], r[:, 0, :, 1 : k + 1], r[:, 1, :, 1 : k + 1]
-    np.subtract(e0, e2, out=v[:, 0, :, :k])
-    np.add(e1, e2, out=v[:, 1, :, :k])
-    np.subtract(e2, e1, out=v[:, 2, :, :k])
-    np.subtract(e1, e3, out=v[:, 3, :, :k])
+    e0, e1, e2, e3 = r[:, 0, :size], r[:, 1, :size], r[:, 0, 1 : size + 1], r[:, 1, 1 : size + 1]
+    np.subtract(e0, e2, out=v[:, 0, :size])
+    np.add(e1, e2, out=v[:, 1, :size])
+    np.subtract(e2, e1, out=v[:, 2, :size])
+    np.subtract(e1, e3, out=v[:, 3, :size])
+    return v[:, :, :size].reshape(4, 4, c, span)
 
 
 def correlate_winograd(
@@ -534,8 +552,7 @@ def correlate_winograd(
     u = winograd_filter(w)  # (16, C_out, C_in)
     group, row_chunks, cols = _winograd_tiling(n, th, w1, c_in, c_out, x.itemsize)
     planes, fill = _parity_planes(x, pads, th, w1, group)
-    r = np.empty((4, 2, c_in, cols + 1), dtype=x.dtype)  # B^T d: [row a of B^T, column parity]
-    v = np.empty((4, 4, c_in, cols), dtype=x.dtype)  # B^T d B at the 16 positions
+    buffers = _winograd_buffers(c_in, cols, w1, x.dtype)  # for B^T d and B^T d B
     m = np.empty((4, 4, c_out, cols), dtype=x.dtype)  # U * V summed over channels: the 16 matmuls
     s = np.empty((2, 4, c_out, cols), dtype=x.dtype)  # A^T m
     tmp = np.empty((c_out, cols), dtype=x.dtype)
@@ -550,8 +567,8 @@ def correlate_winograd(
         for t0, t1 in row_chunks:
             nt = t1 - t0 if group == 1 else th + 1  # tile rows per image in this chunk, the dropped one included
             k, q0 = (g1 - g0) * nt * w1, t0 * w1
-            _winograd_input(planes, q0, k, w1, r, v)
-            np.matmul(u, v.reshape(16, c_in, cols)[:, :, :k], out=m.reshape(16, c_out, cols)[:, :, :k])
+            v = _winograd_input(planes, q0, k, w1, *buffers).reshape(16, c_in, k + w1)[:, :, :k]
+            np.matmul(u, v, out=m.reshape(16, c_out, cols)[:, :, :k])
             # A^T m over the rows of the 4x4 positions, then (A^T m) A over the columns into the 2x2 blocks.
             mk, sk, tk = m[..., :k], s[..., :k], tmp[:, :k]
             if b is not None:  # A^T's column 1 is all ones: b added at position (1, 1) reaches all 4 outputs
@@ -601,8 +618,7 @@ def weight_gradient_winograd(x: np.ndarray, dy: np.ndarray, pads=(0, 0, 0, 0)) -
     group, row_chunks, cols = _winograd_tiling(n, th, w1, c_in, c_out, x.itemsize)
     planes, fill = _parity_planes(x, pads, th, w1, group)
     dy_planes, dy_fill = _parity_planes(dy, (0, 0, 0, 0), th, w1, group)  # [a, b, o, q] = dy[.., o, 2t + a, 2u + b]
-    r = np.empty((4, 2, c_in, cols + 1), dtype=x.dtype)
-    v = np.empty((4, 4, c_in, cols), dtype=x.dtype)
+    buffers = _winograd_buffers(c_in, cols, w1, x.dtype)
     z = np.empty((4, 2, c_out, cols), dtype=x.dtype)  # A dY over the rows: [row i of A, column parity]
     zz = np.empty((4, 4, c_out, cols), dtype=x.dtype)  # A dY A^T
     sums = np.zeros((16, c_out, c_in), dtype=x.dtype)
@@ -614,7 +630,7 @@ def weight_gradient_winograd(x: np.ndarray, dy: np.ndarray, pads=(0, 0, 0, 0)) -
         for t0, t1 in row_chunks:
             nt = t1 - t0 if group == 1 else th + 1
             k, q0 = (g1 - g0) * nt * w1, t0 * w1
-            _winograd_input(planes, q0, k, w1, r, v)
+            v = _winograd_input(planes, q0, k, w1, *buffers).reshape(16, c_in, k + w1)[:, :, :k]
             # A = A^T's transpose has rows (1, 0), (1, 1), (1, -1), (0, -1); the last row's sign is applied to
             # the sums at the end, so here it is (0, 1), a copy.
             y0, y1 = dy_planes[0, :, :, q0 : q0 + k], dy_planes[1, :, :, q0 : q0 + k]  # (2, C_out, k)
@@ -629,7 +645,7 @@ def weight_gradient_winograd(x: np.ndarray, dy: np.ndarray, pads=(0, 0, 0, 0)) -
             np.subtract(e0, e1, out=zzk[:, 2])
             np.copyto(zzk[:, 3], e1)
             np.matmul(
-                zz.reshape(16, c_out, cols)[:, :, :k], v.reshape(16, c_in, cols)[:, :, :k].transpose(0, 2, 1), out=partial
+                zz.reshape(16, c_out, cols)[:, :, :k], v.transpose(0, 2, 1), out=partial
             )
             sums += partial
     sign = np.array([1, 1, 1, -1])
