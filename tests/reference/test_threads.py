@@ -1,5 +1,6 @@
-"""The batch split over threads (reference/threads.py): the parts, BLAS held to one thread while they run and
-restored after, errors, and the split convolution against torch."""
+"""The batch split over threads (reference/threads.py): the parts, BLAS held to one thread while they run (or for
+a whole split_over block) and restored after, errors, and the split convolution and up-convolution against
+torch."""
 
 import threading
 import time
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unet_from_scratch.reference.conv as conv
+import unet_from_scratch.reference.upconv as upconv
 from tests.helpers import assert_matches_torch
 from unet_from_scratch.reference import threads
 
@@ -115,3 +117,38 @@ def test_the_split_convolution_matches_torch(c_in, c_out, padding, rng, monkeypa
     # every call ran on a part: one image and two, once per pass
     expected = {name: [1, 2] * passes for name, passes in SPLIT_CASES[(c_in, c_out, padding)].items()}
     assert {name: sorted(sizes) for name, sizes in batches.items()} == {k: sorted(v) for k, v in expected.items()}
+
+
+def test_split_over_holds_blas_to_one_thread_where_the_batch_splits():
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with threads.split_over(4):
+            assert threads.blas_threads() == 1 and threads.split_threads(4) == 2  # BLAS's count before the block
+            with threads.split_over(4):  # nested: the outer block's hold stands
+                assert threads.blas_threads() == 1 and threads.split_threads(3) == 2
+            assert threads.blas_threads() == 1
+            seen = threads.over_batch(lambda a, b: (a, b, threads.blas_threads()), 4)
+            assert seen == [(0, 2, 1), (2, 4, 1)]
+        assert threads.blas_threads() == 2
+        with threads.split_over(1):  # one image: nothing to split, BLAS keeps its threads
+            assert threads.blas_threads() == 2 and threads.split_threads(1) == 1
+    with threadpoolctl.threadpool_limits(1, user_api="blas"), threads.split_over(4):
+        assert threads.split_threads(4) == 1  # one BLAS thread asked for: no split either
+
+
+def test_the_split_up_convolution_matches_torch(rng):
+    # conv_transpose2d splits its batch too (forward: each part its images; backward: dx by part, dw and db summed)
+    x = rng.uniform(-1, 1, size=(3, 6, 5, 4)).astype(np.float32)
+    w = rng.uniform(-0.5, 0.5, size=(6, 4, 2, 2)).astype(np.float32)
+    b = rng.uniform(-1, 1, size=4).astype(np.float32)
+    dy = rng.uniform(-1, 1, size=(3, 4, 10, 8)).astype(np.float32)
+
+    def ours(x, w, b, dout):
+        y, cache = upconv.conv_transpose2d(x, w, b, 2)
+        return y, list(upconv.conv_transpose2d_backward(dout, cache))
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"), threads.split_over(3):
+        assert threads.split_threads(3) == 2
+        assert_matches_torch(
+            ours, lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2), [x, w, b], wrt=[0, 1, 2], dout=dy,
+            names=["dx", "dw", "db"],
+        )  # fmt: skip

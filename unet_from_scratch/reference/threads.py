@@ -15,17 +15,21 @@ an N = 16, 64 -> 64 channel Winograd convolution at 64x64 in 37 ms where one thr
 50 (``benchmarks/README.md``, "NumPy engine").
 
 The BLAS limit goes through threadpoolctl and is process-wide: while a split call runs, BLAS called from any
-other thread of the process runs on one thread too. A split inside a part sees BLAS on one thread and does not
-split again.
+other thread of the process runs on one thread too. A part never splits again (a part's own convolution calls
+run on its thread). ``split_over`` holds BLAS to one thread for a whole block, such as a training step.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager, nullcontext
 
 _BLAS_CONTROLLER = []  # threadpoolctl's handles on NumPy's BLAS, looked up once (a few ms); [None] without it
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # one pool per thread count, created on first use
+_HELD = []  # the thread counts of the split_over blocks entered (innermost last)
+_PART = threading.local()  # .inside: this thread runs a part, which never splits again
 
 
 def _controller():
@@ -58,15 +62,52 @@ def batch_parts(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def split_threads(n: int) -> int:
-    """How many threads ``over_batch`` runs a batch of ``n`` on: as many as BLAS's threads (at most n), where
-    threadpoolctl can hold BLAS to one meanwhile; else 1 (no split)."""
-    threads = blas_threads()
+    """How many threads ``over_batch`` runs a batch of ``n`` on (at most n): inside a ``split_over`` block as many
+    as BLAS ran before it; else as many as BLAS's threads, where threadpoolctl can hold BLAS to one meanwhile; 1 (no split)
+    inside a part or without threadpoolctl."""
+    if getattr(_PART, "inside", False):
+        return 1
+    threads = _HELD[-1] if _HELD else blas_threads()
     return 1 if threads is None else max(1, min(threads, n))
+
+
+@contextmanager
+def split_over(n: int):
+    """For a block that works on batches of ``n`` (a model's forward or backward pass): where ``over_batch`` would
+    split them (``split_threads(n) > 1``), BLAS runs one thread throughout the block and ``over_batch`` splits
+    over as many threads as BLAS ran before; else (one image, one BLAS thread) the block changes nothing.
+
+    Between the split calls of a step a BLAS matmul on two threads leaves its second thread spinning for a while
+    after it returns (OpenBLAS waits for more work before it sleeps), on a core that the next split needs: on the
+    benchmark machine the default model's step took 317-340 ms with the convolutions split and BLAS on two
+    threads elsewhere, against 266-279 ms unsplit. Held to one thread for the whole step, BLAS never spins, and
+    whatever should use both cores splits its batch (the convolutions and up-convolutions of ``NumpyUNet``).
+    Without threadpoolctl the block changes nothing.
+    """
+    count = split_threads(n)
+    if count == 1 or _HELD:
+        yield
+        return
+    _HELD.append(count)
+    try:
+        with _controller().limit(limits=1):
+            yield
+    finally:
+        _HELD.pop()
+
+
+def _run_part(fn, start: int, stop: int):
+    _PART.inside = True
+    try:
+        return fn(start, stop)
+    finally:
+        _PART.inside = False
 
 
 def over_batch(fn: Callable[[int, int], object], n: int) -> list:
     """``[fn(start, stop) for start, stop in batch_parts(n, split_threads(n))]``, the parts run concurrently on
-    that many threads with BLAS on one thread each (restored after); a single part is just ``[fn(0, n)]``.
+    that many threads with BLAS on one thread each (restored after, unless a ``split_over`` block holds it); a
+    single part is just ``[fn(0, n)]``, on the calling thread.
 
     ``fn`` must touch only its own part of any output (e.g. write ``y[start:stop]``) or return what the caller
     combines. An exception in a part is raised here, after every part has finished.
@@ -77,7 +118,7 @@ def over_batch(fn: Callable[[int, int], object], n: int) -> list:
     pool = _POOLS.get(threads)
     if pool is None:
         pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="unet-batch")
-    with _controller().limit(limits=1):
-        futures = [pool.submit(fn, start, stop) for start, stop in batch_parts(n, threads)]
+    with _controller().limit(limits=1) if not _HELD else nullcontext():
+        futures = [pool.submit(_run_part, fn, start, stop) for start, stop in batch_parts(n, threads)]
         wait(futures)
     return [future.result() for future in futures]

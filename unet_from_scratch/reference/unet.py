@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from unet_from_scratch.reference import threads
 from unet_from_scratch.reference._checks import check_float_array, check_int, check_real
 from unet_from_scratch.reference.conv import (
     conv2d,
@@ -251,26 +252,27 @@ class NumpyUNet:
         for what, n in (("input height", x.shape[2]), ("input width", x.shape[3])):
             if trace(n, c["depth"], c["padding"]) is None:
                 raise ValueError(size_message(what, n, c["depth"], c["padding"]))
-        self.caches = []
-        mean, std = self.buffers["input_mean"], self.buffers["input_std"]
-        x = (x - mean[None, :, None, None]) / std[None, :, None, None]  # (N, C_in, H, W)
-        skips = []
-        for level in range(c["depth"]):
-            x = self._double_conv(f"encoder.{level}", x, training, c["dropout"] if level == c["depth"] - 1 else 0.0)
-            skips.append(x)  # (N, c_l, h, w)
-            x, cache = max_pool2d(x)  # (N, c_l, h / 2, w / 2)
-            self.caches.append((f"encoder.{level}.pool", cache))
-        x = self._double_conv("bottleneck", x, training, c["dropout"])
-        for j, skip in enumerate(reversed(skips)):
-            up = f"decoder.{j}"
-            x, cache = conv_transpose2d(x, self.params[f"{up}.up.weight"], self.params[f"{up}.up.bias"], 2)
-            self.caches.append((f"{up}.up", cache))  # (N, c, 2h, 2w)
-            x, cache = crop_and_concat(skip, x)  # (N, 2c, 2h, 2w): [cropped skip, up]
-            self.caches.append((f"{up}.concat", cache))
-            x = self._double_conv(f"{up}.conv", x, training, 0.0)
-        x, cache = conv2d(x, self.params["head.weight"], self.params["head.bias"])  # (N, K, H_out, W_out)
-        self.caches.append(("head", cache))
-        return x
+        with threads.split_over(x.shape[0]):  # BLAS on one thread, the batch split over the cores (see there)
+            self.caches = []
+            mean, std = self.buffers["input_mean"], self.buffers["input_std"]
+            x = (x - mean[None, :, None, None]) / std[None, :, None, None]  # (N, C_in, H, W)
+            skips = []
+            for level in range(c["depth"]):
+                x = self._double_conv(f"encoder.{level}", x, training, c["dropout"] if level == c["depth"] - 1 else 0.0)
+                skips.append(x)  # (N, c_l, h, w)
+                x, cache = max_pool2d(x)  # (N, c_l, h / 2, w / 2)
+                self.caches.append((f"encoder.{level}.pool", cache))
+            x = self._double_conv("bottleneck", x, training, c["dropout"])
+            for j, skip in enumerate(reversed(skips)):
+                up = f"decoder.{j}"
+                x, cache = conv_transpose2d(x, self.params[f"{up}.up.weight"], self.params[f"{up}.up.bias"], 2)
+                self.caches.append((f"{up}.up", cache))  # (N, c, 2h, 2w)
+                x, cache = crop_and_concat(skip, x)  # (N, 2c, 2h, 2w): [cropped skip, up]
+                self.caches.append((f"{up}.concat", cache))
+                x = self._double_conv(f"{up}.conv", x, training, 0.0)
+            x, cache = conv2d(x, self.params["head.weight"], self.params["head.bias"])  # (N, K, H_out, W_out)
+            self.caches.append(("head", cache))
+            return x
 
     def backward(self, dlogits: np.ndarray) -> dict[str, np.ndarray]:
         """Gradients of a loss with respect to every parameter, from ``dlogits`` (N, num_classes, H_out, W_out), the
@@ -290,21 +292,22 @@ class NumpyUNet:
             raise ValueError(f"dlogits must have the last logits' shape {expected}, got {dlogits.shape}")
         if dlogits.dtype != self.dtype:
             raise ValueError(f"dlogits must be {self.dtype} like the model, got {dlogits.dtype}")
-        grads = {}
-        skip_grads = []  # the decoder's share of each skip's gradient, level 0 first; the encoder takes them last first
-        dy = dlogits
-        for name, cache in reversed(self.caches):
-            kind = cache["layer"]
-            result = BACKWARDS[kind](dy, cache)
-            if kind in ("conv2d", "conv2d_relu", "batch_norm", "conv_transpose2d"):  # (dx, dweight, dbias)
-                dy, grads[f"{name}.weight"], dbias = result
-                if f"{name}.bias" in self.params:  # a convolution before batch norm has none
-                    grads[f"{name}.bias"] = dbias
-            elif kind == "crop_and_concat":  # (d cropped skip, d up-convolution output)
-                dskip, dy = result
-                skip_grads.append(dskip)
-            elif kind == "max_pool2d":  # the encoder output fed the pool and the skip: the two gradients add
-                dy = result + skip_grads.pop()
-            else:  # relu, dropout
-                dy = result
-        return {name: grads[name] for name in self.params}
+        with threads.split_over(dlogits.shape[0]):  # as in forward
+            grads = {}
+            skip_grads = []  # the decoder's share of each skip's gradient, level 0 first; the encoder takes them last first
+            dy = dlogits
+            for name, cache in reversed(self.caches):
+                kind = cache["layer"]
+                result = BACKWARDS[kind](dy, cache)
+                if kind in ("conv2d", "conv2d_relu", "batch_norm", "conv_transpose2d"):  # (dx, dweight, dbias)
+                    dy, grads[f"{name}.weight"], dbias = result
+                    if f"{name}.bias" in self.params:  # a convolution before batch norm has none
+                        grads[f"{name}.bias"] = dbias
+                elif kind == "crop_and_concat":  # (d cropped skip, d up-convolution output)
+                    dskip, dy = result
+                    skip_grads.append(dskip)
+                elif kind == "max_pool2d":  # the encoder output fed the pool and the skip: the two gradients add
+                    dy = result + skip_grads.pop()
+                else:  # relu, dropout
+                    dy = result
+            return {name: grads[name] for name in self.params}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from unet_from_scratch.reference import threads
 from unet_from_scratch.reference._checks import (
     check_cache,
     check_finite,
@@ -72,13 +73,18 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, 
     s = stride
     n, _, h, wd = x.shape
 
-    cols = np.einsum("nchw,copq->nohwpq", x, w, optimize=True)  # (N, C_out, H, W, kh, kw): one matmul over c
     y = np.zeros(_output_shape(x, w, s), dtype=x.dtype)
-    for p in range(kh):  # the fold: kernel tap (p, q) lands on output rows p, p + s, ..., columns q, q + s, ...
-        for q in range(kw):
-            y[:, :, p : p + s * (h - 1) + 1 : s, q : q + s * (wd - 1) + 1 : s] += cols[..., p, q]
-    if b is not None:
-        y += b[None, :, None, None]
+
+    def part(start: int, stop: int) -> None:  # images start..stop (the batch is split over the cores: threads.py)
+        cols = np.einsum("nchw,copq->nohwpq", x[start:stop], w, optimize=True)  # (n, C_out, H, W, kh, kw)
+        out = y[start:stop]
+        for p in range(kh):  # the fold: kernel tap (p, q) lands on output rows p, p + s, ..., columns q, q + s, ...
+            for q in range(kw):
+                out[:, :, p : p + s * (h - 1) + 1 : s, q : q + s * (wd - 1) + 1 : s] += cols[..., p, q]
+        if b is not None:
+            out += b[None, :, None, None]
+
+    threads.over_batch(part, n)
     return y, {"layer": "conv_transpose2d", "x": x, "w": w, "stride": int(stride)}
 
 
@@ -105,7 +111,12 @@ def conv_transpose2d_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, 
 
     # (N, C_out, H_out - kh + 1, W_out - kw + 1, kh, kw) windows; every s-th one starts at (s*i, s*j).
     dcols = sliding_window_view(dy, (kh, kw), axis=(2, 3))[:, :, ::s, ::s]  # (N, C_out, H, W, kh, kw)
-    dx = np.einsum("nohwpq,copq->nchw", dcols, w, optimize=True)
-    dw = np.einsum("nchw,nohwpq->copq", x, dcols, optimize=True)
-    db = dy.sum(axis=(0, 2, 3))
-    return dx, dw, db
+    dx = np.empty(x.shape, dtype=x.dtype)
+
+    def part(start: int, stop: int):  # dx of images start..stop, their shares of dw and db
+        dx[start:stop] = np.einsum("nohwpq,copq->nchw", dcols[start:stop], w, optimize=True)
+        dw = np.einsum("nchw,nohwpq->copq", x[start:stop], dcols[start:stop], optimize=True)
+        return dw, dy[start:stop].sum(axis=(0, 2, 3))
+
+    dws, dbs = zip(*threads.over_batch(part, x.shape[0]))
+    return dx, np.sum(dws, axis=0), np.sum(dbs, axis=0)
