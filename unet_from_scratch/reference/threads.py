@@ -9,10 +9,11 @@ one of Winograd's 16 small matmuls per chunk.
 Images of a batch are independent, so the other way round is simple: split the batch into ``threads`` contiguous
 parts, run each part's whole convolution on its own Python thread, and limit BLAS to one thread meanwhile so the
 two levels of threads do not compete for the same cores. NumPy releases the GIL inside its ufunc loops, copies
-and matmuls, so the threads run in parallel wherever the arrays are large (above about 100 KiB; a loop of many
-tiny operations would be serialised by the GIL instead). On the benchmark machine two threads ran the halves of
-an N = 16, 64 -> 64 channel Winograd convolution at 64x64 in 37 ms where one thread with two BLAS threads took
-50 (``benchmarks/README.md``, "NumPy engine").
+and matmuls, so the threads run in parallel wherever each operation is large enough (measured: two threads each
+running a loop of float32 adds took 1.1-1.35x one thread's time on arrays of 256 KiB to 4 MiB, but 2.8x on
+64 KiB, where taking and handing back the GIL dominates). On the benchmark machine an N = 16, 64 -> 64 channel
+convolution at 64x64 took 35 ms split (Winograd in each half) where unsplit (im2col on two BLAS threads) it took
+54, its backward 59 against 106 (medians of one run; ``benchmarks/README.md``, "NumPy engine").
 
 The BLAS limit goes through threadpoolctl and is process-wide: while a split call runs, BLAS called from any
 other thread of the process runs on one thread too. A part never splits again (a part's own convolution calls
