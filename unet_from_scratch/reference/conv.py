@@ -266,9 +266,9 @@ def correlate(
 
     No padding and no checks (conv2d does those). ``method`` is one of ``METHODS`` ("winograd" for 3x3 kernels
     only: ``correlate_winograd``) or "auto" (``choose_method``). Computed in the inputs' dtype. The fast methods
-    add the bias and apply the ReLU to each chunk of rows while it is in cache, im2col's bias inside its matmul
-    and both methods' ReLU as the rows are copied out: the U-Net's first layer (one input channel, 64 output
-    channels) spends more time writing its 83 MB output than multiplying, and each more pass over it costs 20-40%.
+    add the bias and apply the ReLU to each chunk of rows while it is in cache (im2col's bias inside its matmul):
+    the U-Net's first layer (one input channel, 64 output channels) spends more time writing its 83 MB output
+    than multiplying, and each more pass over it costs 20-40%.
     ``out``, if given, is the C-contiguous output array to write (and return).
     """
     c_out, c_in, kh, kw = w.shape
@@ -305,7 +305,7 @@ def correlate(
     acc = np.empty((c_out, rows * wd), dtype=x.dtype)  # one chunk of outputs, w_in wide (wrapped columns too)
 
     y = np.empty((n, c_out, h_out, w_out), dtype=x.dtype) if out is None else out
-    zeros_row = np.zeros(w_out, dtype=x.dtype)  # maximum against an array: NumPy's SIMD loop (_add_bias_relu)
+    zeros_row = np.zeros(rows * wd, dtype=x.dtype)  # maximum against an array: NumPy's SIMD loop (_add_bias_relu)
     for i in range(n):
         for r0, r1, q0, q1 in _row_chunks(h_out, wd, w_out, rows):
             m = q1 - q0
@@ -321,11 +321,9 @@ def correlate(
                     acc[:, :m] += partial[:, :m]
             if method == "shifted" and b is not None:
                 acc[:, :m] += b[:, None]
-            kept = acc[:, : (r1 - r0) * wd].reshape(c_out, r1 - r0, wd)[:, :, :w_out]  # without wrapped columns
-            if relu:  # max(., 0) as the rows are copied out: one pass over them, not two
-                np.maximum(kept, zeros_row, out=y[i, :, r0:r1])
-            else:
-                np.copyto(y[i, :, r0:r1], kept)
+            if relu:  # on the chunk while it is in cache, as one long run per channel
+                np.maximum(acc[:, :m], zeros_row[:m], out=acc[:, :m])
+            np.copyto(y[i, :, r0:r1], acc[:, : (r1 - r0) * wd].reshape(c_out, r1 - r0, wd)[:, :, :w_out])
     return y
 
 
