@@ -2,6 +2,7 @@
 a whole split_over block) and restored after, errors, and the split convolution and up-convolution against
 torch."""
 
+import os
 import threading
 import time
 
@@ -152,3 +153,35 @@ def test_the_split_up_convolution_matches_torch(rng):
             ours, lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2), [x, w, b], wrt=[0, 1, 2], dout=dy,
             names=["dx", "dw", "db"],
         )  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_splits_on_its_own_threads():
+    # The parent's pool threads do not exist in a child: the child must make its own pool, not wait on them.
+    barrier = threading.Barrier(2, timeout=10)
+
+    def both(a, b):  # the two parts meet, so the parent's pool has both its threads, both idle after
+        barrier.wait()
+        return b - a
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        for _ in range(2):
+            assert threads.over_batch(both, 4) == [2, 2]
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if the split ran and gave the parts
+            code = 1
+            try:
+                code = 0 if threads.over_batch(lambda a, b: b - a, 4) == [2, 2] else 1
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's split did not finish in 20 s")
+        assert os.waitstatus_to_exitcode(status) == 0

@@ -22,13 +22,14 @@ run on its thread). ``split_over`` holds BLAS to one thread for a whole block, s
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 
 _BLAS_CONTROLLER = []  # threadpoolctl's handles on NumPy's BLAS, looked up once (a few ms); [None] without it
-_POOLS: dict[int, ThreadPoolExecutor] = {}  # one pool per thread count, created on first use
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # per (process, thread count): a forked child's own
 _HELD = []  # the thread counts of the split_over blocks entered (innermost last)
 _PART = threading.local()  # .inside: this thread runs a part, which never splits again
 
@@ -116,9 +117,10 @@ def over_batch(fn: Callable[[int, int], object], n: int) -> list:
     threads = split_threads(n)
     if threads == 1:
         return [fn(0, n)]
-    pool = _POOLS.get(threads)
+    key = (os.getpid(), threads)  # a pool's threads do not survive a fork: a child (a DataLoader worker) makes its own
+    pool = _POOLS.get(key)
     if pool is None:
-        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="unet-batch")
+        pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="unet-batch")
     with _controller().limit(limits=1) if not _HELD else nullcontext():
         futures = [pool.submit(_run_part, fn, start, stop) for start, stop in batch_parts(n, threads)]
         wait(futures)
