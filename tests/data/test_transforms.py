@@ -39,13 +39,16 @@ def test_the_threshold_mask_is_the_cells():
 
 # (transform, smallest agreement allowed between the re-thresholded image and the moved mask). Flips and rotations
 # move whole pixels: exact. A warp interpolates the image linearly but the labels by nearest neighbour, so the two
-# may disagree on the one-pixel rim along each edge; two warps in a row (Compose) compound that.
+# may disagree where the image is a blend of cell and background; where a warp stretches the scene that blend is
+# wider than a pixel, and two warps in a row (Compose) compound it. Worst agreements seen in 3000-4500 seeds:
+# 0.973 (affine), 0.965 (elastic), 0.937 (Compose, where the elastic field of this 72-pixel scene folds near a
+# corner). These bounds are a sanity check; the exact test of alignment is the blend below.
 TRANSFORMS = [
     (RandomFlip(p=1.0), 1.0),
     (RandomRotate90(), 1.0),
-    (RandomAffine(degrees=10, zoom=(0.9, 1.1)), 0.97),
-    (ElasticDeform(sigma=10.0), 0.97),
-    (Compose([RandomFlip(), RandomRotate90(), RandomAffine(), ElasticDeform()]), 0.95),
+    (RandomAffine(degrees=10, zoom=(0.9, 1.1)), 0.96),
+    (ElasticDeform(sigma=10.0), 0.95),
+    (Compose([RandomFlip(), RandomRotate90(), RandomAffine(), ElasticDeform()]), 0.92),
 ]
 
 
@@ -54,16 +57,20 @@ TRANSFORMS = [
 @given(seed=st.integers(0, 2**31 - 1))
 def test_image_and_mask_stay_aligned(transform, agreement, seed):
     before = scene()
+    # The mask rides along as a second image channel: interpolated like the image, it is strictly between 0 and 1
+    # exactly where some read blended cell and background, through every warp of the chain.
+    before = Sample(np.concatenate([before.image, before.labels[None].astype(np.float32)]), before.labels, before.weights)
     after = transform(before, np.random.default_rng(seed))
     rethresholded = (after.image[0] > THRESHOLD).astype(np.int32)
     disagree = rethresholded != after.labels
     assert 1 - np.mean(disagree) >= agreement
-    # Disagreement is rounding at the edges, not a shift: off the one-pixel rim around every edge almost nothing
-    # differs (a labels-vs-image offset of two pixels would put a whole band of every edge there).
-    rim = ndimage.morphological_gradient(after.labels, size=3) > 0
-    assert np.mean(disagree & ~rim) < 0.005
-    # The weight map followed the same move (it is an affine function of the mask here).
-    assert np.mean(np.abs(after.weights - (after.labels * 5 + 1)) < 2.5) >= agreement
+    # Disagreement is blending, not a shift: where every read saw one side only (the carried mask exactly 0 or
+    # 1), the image and the labels agree pixel for pixel (no exception in 1500 seeds of each transform). A
+    # labels-vs-image offset of one pixel breaks this along the edges (in 50 of 50 seeds of the elastic warp).
+    blended = (after.image[1] > 1e-6) & (after.image[1] < 1 - 1e-6)
+    assert not np.any(disagree & ~blended), f"{np.count_nonzero(disagree & ~blended)} pixels off the blend"
+    # The weight map followed the same move (it is an affine function of the mask here): exactly, off the blend.
+    np.testing.assert_allclose(after.weights[~blended], after.labels[~blended] * 5 + 1, rtol=0, atol=1e-5)
     # Nearest-neighbour resampling never invents a label.
     assert set(np.unique(after.labels)) <= {0, 1}
     assert after.labels.dtype == before.labels.dtype
