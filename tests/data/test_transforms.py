@@ -59,7 +59,8 @@ def test_image_and_mask_stay_aligned(transform, agreement, seed):
     before = scene()
     # The mask rides along as a second image channel: interpolated like the image, it is strictly between 0 and 1
     # exactly where some read blended cell and background, through every warp of the chain.
-    before = Sample(np.concatenate([before.image, before.labels[None].astype(np.float32)]), before.labels, before.weights)
+    carried = np.concatenate([before.image, before.labels[None].astype(np.float32)])
+    before = Sample(carried, before.labels, before.weights)
     after = transform(before, np.random.default_rng(seed))
     rethresholded = (after.image[0] > THRESHOLD).astype(np.int32)
     disagree = rethresholded != after.labels

@@ -180,11 +180,11 @@ def test_winograd_weight_gradient_of_a_tile_is_the_correlation_of_input_and_outp
     np.testing.assert_allclose(winograd_weight_tile(d, dy), direct, rtol=1e-12, atol=1e-12)
     # and weight_gradient_winograd sums exactly these shares, tile by tile (one channel, 4 tiles)
     x, dy = rng.normal(size=(1, 1, 6, 6)), rng.normal(size=(1, 1, 4, 4))
-    shares = sum(
-        winograd_weight_tile(x[0, 0, 2 * t : 2 * t + 4, 2 * u : 2 * u + 4], dy[0, 0, 2 * t : 2 * t + 2, 2 * u : 2 * u + 2])
-        for t in range(2)
-        for u in range(2)
-    )
+    shares = np.zeros((3, 3))
+    for t in range(2):
+        for u in range(2):
+            tile, block = x[0, 0, 2 * t : 2 * t + 4, 2 * u : 2 * u + 4], dy[0, 0, 2 * t : 2 * t + 2, 2 * u : 2 * u + 2]
+            shares += winograd_weight_tile(tile, block)
     np.testing.assert_allclose(conv.weight_gradient_winograd(x, dy)[0, 0], shares, rtol=1e-12, atol=1e-12)
 
 
@@ -383,7 +383,7 @@ def test_auto_method_on_both_sides_of_the_rule_matches_torch(c_in, c_out, rng):
 
 @pytest.mark.parametrize("padding", ["same", "valid", 2])
 def test_auto_method_at_one_blas_thread_takes_winograd_and_matches_torch(padding, rng):
-    # On one thread "auto" takes winograd for 64 -> 64 channels, forward and the backward's dx, both dtypes; the
+    # On one thread "auto" takes winograd for 64 -> 64 channels, forward and the backward's dx and dw, both dtypes; the
     # row chunks are cut small so that several are crossed.
     threadpoolctl = pytest.importorskip("threadpoolctl")
     for dtype in (np.float32, np.float64):

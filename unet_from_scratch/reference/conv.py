@@ -347,7 +347,8 @@ def correlate_weight_gradient(x: np.ndarray, dy: np.ndarray, *, method: str = "a
     c_out, h_out, w_out = dy.shape[1:]
     kh, kw = h + top + bottom - h_out + 1, wd + left + right - w_out + 1
     if method == "auto":
-        method = "winograd" if choose_method(c_in, h_out * (wd + left + right), c_out, (kh, kw)) == "winograd" else "shifted"
+        forward = choose_method(c_in, h_out * (wd + left + right), c_out, (kh, kw))
+        method = "winograd" if forward == "winograd" else "shifted"
     if method == "winograd":
         if (kh, kw) != (3, 3):
             raise ValueError(f"method 'winograd' needs a 3x3 kernel, got {kh}x{kw}")

@@ -65,8 +65,8 @@ def batch_parts(n: int, parts: int) -> list[tuple[int, int]]:
 
 def split_threads(n: int) -> int:
     """How many threads ``over_batch`` runs a batch of ``n`` on (at most n): inside a ``split_over`` block as many
-    as BLAS ran before it; else as many as BLAS's threads, where threadpoolctl can hold BLAS to one meanwhile; 1 (no split)
-    inside a part or without threadpoolctl."""
+    as BLAS ran before it; else as many as BLAS's threads, where threadpoolctl can hold BLAS to one meanwhile;
+    1 (no split) inside a part or without threadpoolctl."""
     if getattr(_PART, "inside", False):
         return 1
     threads = _HELD[-1] if _HELD else blas_threads()

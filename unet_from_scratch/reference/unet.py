@@ -294,7 +294,7 @@ class NumpyUNet:
             raise ValueError(f"dlogits must be {self.dtype} like the model, got {dlogits.dtype}")
         with threads.split_over(dlogits.shape[0]):  # as in forward
             grads = {}
-            skip_grads = []  # the decoder's share of each skip's gradient, level 0 first; the encoder takes them last first
+            skip_grads = []  # the decoder's shares of the skips' gradients, level 0 first; the encoder pops them
             dy = dlogits
             for name, cache in reversed(self.caches):
                 kind = cache["layer"]
