@@ -202,6 +202,25 @@ def test_weight_gradient_pads_like_a_padded_copy(method, pads, rng):
         assert_close(dw, expected, kind="grad", name=f"dw[{method}], pads {pads}, size {size}")
 
 
+@pytest.mark.parametrize("small_chunks", [False, True])
+def test_a_nan_stays_in_its_channel_under_winograd(small_chunks, rng, monkeypatch):
+    # As in every sum, a NaN in x reaches only what reads it: the outputs of every channel (all read channel 1),
+    # but the weight gradient of channel 1 alone. Winograd's transforms run over all channels at once, with tiles
+    # that are computed and dropped; none of them may carry channel 1's NaN into another channel's dw.
+    if small_chunks:
+        monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(conv, "WINOGRAD_MIN_TILES", 1)
+    for size in [(8, 8), (7, 9)]:
+        x = rng.normal(size=(3, 3, *size))
+        for row, col in [(0, 0), (size[0] - 1, size[1] - 1), (3, 2)]:
+            bad = x.copy()
+            bad[1, 1, row, col] = np.nan
+            y, cache = conv2d(bad, rng.normal(size=(4, 3, 3, 3)), None, "same", method="winograd")
+            _, dw, _ = conv2d_backward(rng.normal(size=y.shape), cache)
+            assert np.isnan(dw[:, 1]).any(), (size, row, col)
+            assert np.isfinite(dw[:, [0, 2]]).all(), (size, row, col)
+
+
 @pytest.mark.parametrize("padding", [0, 1, 2, 3, 4])
 @pytest.mark.parametrize("size", [(3, 3), (4, 7), (9, 6)])
 def test_winograd_pads_as_it_splits_the_input_like_a_padded_copy(padding, size, rng):

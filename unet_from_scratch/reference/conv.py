@@ -503,23 +503,24 @@ def _parity_planes(x: np.ndarray, pads, th: int, w1: int, group: int):
 
 def _winograd_buffers(c: int, cols: int, w1: int, dtype):
     """Room for ``_winograd_input`` on chunks of up to ``cols`` tiles of ``c`` channels: (block, r, v)."""
-    size = c * (cols + w1)
+    size = c * (cols + w1 + 1)
     block = np.zeros((2, 2, size + w1 + 1), dtype=dtype)  # the spare zeros are read into dropped tiles only
     return block, np.empty((4, 2, size + 1), dtype=dtype), np.empty((4, 4, size), dtype=dtype)
 
 
 def _winograd_input(planes, q0: int, k: int, w1: int, block, r, v) -> np.ndarray:
     """The input transform V = B^T d B of the ``k`` tiles from flat index ``q0`` of ``planes`` (tile q's entry
-    d[i][j] is plane (i % 2, j % 2) at q + (i // 2) * w1 + j // 2) -> (4, 4, C, k + w1), of which [..., :k] are
-    these tiles' (a view into ``v``; ``block``, ``r`` and ``v`` from ``_winograd_buffers``).
+    d[i][j] is plane (i % 2, j % 2) at q + (i // 2) * w1 + j // 2) -> (16, C, k), a view into ``v`` (``block``,
+    ``r`` and ``v`` from ``_winograd_buffers``).
 
-    The planes' rows of every channel go first into one contiguous ``block``, each channel with one tile row more
-    (whose tiles read into the next channel and are dropped): the eight passes then run over whole contiguous
-    arrays. Over the (C, k) slices of the planes themselves they took 2-2.5x as long, copy included (one
+    The planes' values of every channel go first into one contiguous ``block``, each channel with one tile row and
+    one value more than its k tiles read: the eight passes then run over whole contiguous arrays, and only the
+    extra row's tiles, never returned, read into the next channel (so a NaN stays in its own channel, as in the
+    other methods). Over the (C, k) slices of the planes themselves they took 2-2.5x as long, copy included (one
     thread, 16-128 channels; NumPy runs a pass over strided rows of a few hundred values much slower than one
     long run).
     """
-    c, span = planes.shape[2], k + w1  # tiles per channel in the block: k and the dropped row
+    c, span = planes.shape[2], k + w1 + 1  # per channel: the k tiles, the dropped row, the last tile's reach
     size = c * span
     np.copyto(block[..., :size].reshape(2, 2, c, span), planes[..., q0 : q0 + span])
     # B^T d over the tile's 4 rows: rows 0, 1 are planes (0, .), (1, .) at q; rows 2, 3 the same a row on.
@@ -535,7 +536,7 @@ def _winograd_input(planes, q0: int, k: int, w1: int, block, r, v) -> np.ndarray
     np.add(e1, e2, out=v[:, 1, :size])
     np.subtract(e2, e1, out=v[:, 2, :size])
     np.subtract(e1, e3, out=v[:, 3, :size])
-    return v[:, :, :size].reshape(4, 4, c, span)
+    return v[:, :, :size].reshape(16, c, span)[:, :, :k]
 
 
 def correlate_winograd(
@@ -567,6 +568,8 @@ def correlate_winograd(
     m = np.empty((4, 4, c_out, cols), dtype=x.dtype)  # U * V summed over channels: the 16 matmuls
     s = np.empty((2, 4, c_out, cols), dtype=x.dtype)  # A^T m
     tmp = np.empty((c_out, cols), dtype=x.dtype)
+    blocks = np.empty((2, c_out, cols, 2), dtype=x.dtype)  # A^T m A: [a, o, tile, b], each block row's pair together
+    zeros_row = np.zeros(2 * cols, dtype=x.dtype)
 
     full = (n, c_out, 2 * th, 2 * tw)
     y = out if out is not None and out.shape == full else np.empty(full, dtype=x.dtype)
@@ -578,7 +581,7 @@ def correlate_winograd(
         for t0, t1 in row_chunks:
             nt = t1 - t0 if group == 1 else th + 1  # tile rows per image in this chunk, the dropped one included
             k, q0 = (g1 - g0) * nt * w1, t0 * w1
-            v = _winograd_input(planes, q0, k, w1, *buffers).reshape(16, c_in, k + w1)[:, :, :k]
+            v = _winograd_input(planes, q0, k, w1, *buffers)
             np.matmul(u, v, out=m.reshape(16, c_out, cols)[:, :, :k])
             # A^T m over the rows of the 4x4 positions, then (A^T m) A over the columns into the 2x2 blocks.
             mk, sk, tk = m[..., :k], s[..., :k], tmp[:, :k]
@@ -588,17 +591,21 @@ def correlate_winograd(
             sk[0] += mk[2]
             np.subtract(mk[1], mk[2], out=sk[1])
             sk[1] -= mk[3]
-
-            def kept(a):  # (C_out, k) -> (C_out, images, t1 - t0, tw): without the dropped row and column
-                return a.reshape(c_out, g1 - g0, nt, w1)[:, :, : t1 - t0, :tw]
-
+            # The last step of A^T m A over whole arrays, each tile's two outputs of a block row side by side in
+            # ``blocks``: a row of tiles is then a row of y, and one copy (runs of 2 * tw) drops the dropped
+            # tiles and puts the rows in place. Writing the four results straight into y's strided 2x2 pattern,
+            # tw values at a time, took 5-10% longer for the whole convolution (one thread, 32x32 to 64x64).
+            bk = blocks[:, :, :k]
             for a in range(2):
-                y_a = y_blocks[:, :, t0:t1, a]  # (C_out, images, t1 - t0, tw, 2)
                 np.add(sk[a, 0], sk[a, 1], out=tk)
-                np.add(kept(tk), kept(sk[a, 2]), out=y_a[..., 0])
+                np.add(tk, sk[a, 2], out=bk[a, ..., 0])
                 np.subtract(sk[a, 1], sk[a, 2], out=tk)
-                np.subtract(kept(tk), kept(sk[a, 3]), out=y_a[..., 1])
-            _add_bias_relu(y[g0:g1, :, 2 * t0 : 2 * t1].reshape((g1 - g0) * c_out, -1), None, relu)
+                np.subtract(tk, sk[a, 3], out=bk[a, ..., 1])
+            if relu:
+                runs = blocks.reshape(2 * c_out, 2 * cols)[:, : 2 * k]
+                np.maximum(runs, zeros_row[: 2 * k], out=runs)
+            kept = bk.reshape(2, c_out, g1 - g0, nt, w1, 2)[:, :, :, : t1 - t0, :tw]  # [a, o, g, t, u, b]
+            np.copyto(y_blocks[:, :, t0:t1], kept.transpose(1, 2, 3, 0, 4, 5))
     if y is out:
         return out
     if out is not None:
@@ -641,7 +648,7 @@ def weight_gradient_winograd(x: np.ndarray, dy: np.ndarray, pads=(0, 0, 0, 0)) -
         for t0, t1 in row_chunks:
             nt = t1 - t0 if group == 1 else th + 1
             k, q0 = (g1 - g0) * nt * w1, t0 * w1
-            v = _winograd_input(planes, q0, k, w1, *buffers).reshape(16, c_in, k + w1)[:, :, :k]
+            v = _winograd_input(planes, q0, k, w1, *buffers)
             # A = A^T's transpose has rows (1, 0), (1, 1), (1, -1), (0, -1); the last row's sign is applied to
             # the sums at the end, so here it is (0, 1), a copy.
             y0, y1 = dy_planes[0, :, :, q0 : q0 + k], dy_planes[1, :, :, q0 : q0 + k]  # (2, C_out, k)
@@ -655,9 +662,7 @@ def weight_gradient_winograd(x: np.ndarray, dy: np.ndarray, pads=(0, 0, 0, 0)) -
             np.add(e0, e1, out=zzk[:, 1])
             np.subtract(e0, e1, out=zzk[:, 2])
             np.copyto(zzk[:, 3], e1)
-            np.matmul(
-                zz.reshape(16, c_out, cols)[:, :, :k], v.transpose(0, 2, 1), out=partial
-            )
+            np.matmul(zz.reshape(16, c_out, cols)[:, :, :k], v.transpose(0, 2, 1), out=partial)
             sums += partial
     sign = np.array([1, 1, 1, -1])
     g_signed = WINOGRAD_G * sign[:, None]  # (4, 3): A's dropped signs, row 3 and column 3
